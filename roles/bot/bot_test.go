@@ -1,0 +1,183 @@
+package bot
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"chat/clock"
+	"chat/proto"
+	"chat/roles/broker"
+	"chat/roles/client"
+	"chat/roles/server"
+	"chat/transport"
+)
+
+func testLog() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// startSystem starts a broker and one server behind it and returns the
+// broker's front and pub-out endpoints once it routes requests.
+func startSystem(t *testing.T) (front, pubOut string) {
+	t.Helper()
+	bc := broker.DefaultConfig()
+	bc.Front, bc.Back, bc.PubIn, bc.PubOut = "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0"
+	b, err := broker.Start(t.Context(), bc, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	sc := server.DefaultConfig("s1")
+	sc.Listen = "tcp://127.0.0.1:0"
+	sc.BrokerBack, sc.BrokerPub = b.BackAddr(), b.PubInAddr()
+	sc.DataDir = t.TempDir()
+	srv, err := server.Start(t.Context(), sc, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+
+	c, err := transport.NewClient(transport.DefaultClientConfig(b.FrontAddr()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var lamport clock.Lamport
+	deadline := time.Now().Add(10 * time.Second)
+	for { // until the broker has a server to route to
+		_, err := client.Call(t.Context(), c, &lamport, proto.Users, proto.Data{})
+		if err == nil {
+			return b.FrontAddr(), b.PubOutAddr()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the broker never routed a request: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// lockedBuffer collects output written by several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestBotsAgainstBrokerAndServer(t *testing.T) {
+	front, pubOut := startSystem(t)
+	cfg := DefaultConfig()
+	cfg.Count, cfg.Servers, cfg.Sub = 4, []string{front}, pubOut
+	cfg.Duration, cfg.StatsEvery = 2*time.Second, 500*time.Millisecond
+	var out lockedBuffer
+	sum, err := Run(t.Context(), cfg, &out, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(sum)
+	if sum.Acked == 0 || sum.Errors != 0 {
+		t.Errorf("want acked > 0 and no errors, got %v", sum)
+	}
+	if sum.Sent < sum.Acked || sum.Sent > sum.Acked+int64(cfg.Count) { // at most one in flight per bot at the end
+		t.Errorf("sent and acked disagree: %v", sum)
+	}
+	if sum.Received == 0 {
+		t.Errorf("the bots' subscriptions received nothing: %v", sum)
+	}
+	if sum.P50 <= 0 || sum.P99 < sum.P50 || sum.Elapsed < cfg.Duration {
+		t.Errorf("bad latency or elapsed time: %v", sum)
+	}
+	text := out.String()
+	if strings.Count(text, "msg/s p50=") < 2 || !strings.Contains(text, "bots stopped: "+sum.String()) {
+		t.Errorf("want stat lines and the summary, got:\n%s", text)
+	}
+}
+
+func TestBotsRespectRate(t *testing.T) {
+	front, _ := startSystem(t)
+	cfg := DefaultConfig()
+	cfg.Count, cfg.Servers, cfg.Sub = 2, []string{front}, ""
+	cfg.Rate, cfg.Duration = 20, time.Second
+	sum, err := Run(t.Context(), cfg, &lockedBuffer{}, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2 bots × 20/s × 1s = 40 at most (the first tick comes after one period).
+	if sum.Sent > 42 || sum.Acked < 20 || sum.Errors != 0 {
+		t.Errorf("rate 20/s per bot for 1s: %v", sum)
+	}
+}
+
+func TestBotsCountErrorsAndStopOnCancel(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Servers, cfg.Sub = []string{"tcp://127.0.0.1:1"}, "tcp://127.0.0.1:1"
+	cfg.RequestTimeout, cfg.DialTimeout, cfg.Attempts, cfg.ErrorBackoff = 100*time.Millisecond, 100*time.Millisecond, 1, 10*time.Millisecond
+	cfg.StatsEvery = 20 * time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	var out lockedBuffer
+	done := make(chan Summary, 1)
+	go func() {
+		sum, _ := Run(ctx, cfg, &out, nil)
+		done <- sum
+	}()
+	failing := regexp.MustCompile(`errors=[1-9]`)
+	deadline := time.Now().Add(5 * time.Second)
+	for !failing.MatchString(out.String()) { // a stat line shows failed logins
+		if time.Now().After(deadline) {
+			t.Fatalf("no failure counted:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case sum := <-done:
+		if sum.Errors == 0 || sum.Acked != 0 {
+			t.Errorf("no server: want errors and nothing acked, got %v", sum)
+		}
+		if !strings.Contains(out.String(), "bots stopped: ") {
+			t.Errorf("no summary after cancel:\n%s", out.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after ctx ended")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	bad := []func(*Config){
+		func(c *Config) { c.Count = 0 },
+		func(c *Config) { c.Servers = nil },
+		func(c *Config) { c.Rate = -1 },
+		func(c *Config) { c.StatsEvery = 0 },
+		func(c *Config) { c.PerChannel = 0 },
+		func(c *Config) { c.Attempts = 0 },
+	}
+	for i, f := range bad {
+		c := DefaultConfig()
+		f(&c)
+		if c.Validate() == nil {
+			t.Errorf("bad config %d accepted", i)
+		}
+	}
+}

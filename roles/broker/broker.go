@@ -1,0 +1,157 @@
+// Package broker is the system's switchboard. It has two independent
+// halves:
+//
+//   - a request router: clients' REQ sockets connect to the front ROUTER,
+//     servers' DEALERs connect to the back ROUTER, and each request goes to
+//     the next live server in round-robin order (router.go, table.go);
+//   - a pub/sub proxy: servers publish into pub-in, clients subscribe on
+//     pub-out, topics filtered by prefix as ZeroMQ does (proxy.go).
+//
+// zmq4's DEALER copies every message to every peer and its NewProxy
+// delivers nothing, so neither is used: routing and proxying are done here
+// in plain loops over ROUTER, SUB and XPUB sockets.
+package broker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+
+	"chat/clock"
+	"chat/logging"
+	"chat/transport"
+)
+
+// Config configures a broker. Every timeout is here.
+type Config struct {
+	Front  string // clients' requests (ROUTER)
+	Back   string // servers connect here (ROUTER)
+	PubIn  string // servers publish here (SUB subscribed to everything)
+	PubOut string // clients subscribe here (XPUB)
+
+	HeartbeatInterval time.Duration // how often servers are told the broker is alive
+	ServerTimeout     time.Duration // silence after which a server gets no more requests
+	RequestTimeout    time.Duration // wait after which a request is answered with an error
+}
+
+// DefaultConfig returns the well-known ports of the standard.
+func DefaultConfig() Config {
+	return Config{
+		Front:             "tcp://*:5555",
+		Back:              "tcp://*:5556",
+		PubIn:             "tcp://*:5557",
+		PubOut:            "tcp://*:5558",
+		HeartbeatInterval: time.Second,
+		ServerTimeout:     3 * time.Second,
+		RequestTimeout:    10 * time.Second,
+	}
+}
+
+// Validate reports a config that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Front == "" || c.Back == "" || c.PubIn == "" || c.PubOut == "":
+		return errors.New("broker: the four endpoints (--front, --back, --pub-in, --pub-out) are required")
+	case c.HeartbeatInterval <= 0 || c.ServerTimeout <= c.HeartbeatInterval:
+		return errors.New("broker: server timeout must be longer than the heartbeat interval")
+	case c.RequestTimeout <= 0:
+		return errors.New("broker: request timeout must be positive")
+	}
+	return nil
+}
+
+// Broker is a running broker.
+type Broker struct {
+	cfg     Config
+	log     *slog.Logger
+	lamport *clock.Lamport
+
+	front, back, pubIn, pubOut zmq4.Socket
+	router                     *router
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start binds the four sockets and starts routing and proxying.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	lamport := &clock.Lamport{}
+	log = slog.New(logging.Dynamic(log.Handler(), func() []slog.Attr {
+		return []slog.Attr{slog.Uint64("clock", lamport.Now())}
+	})).With("role", "broker")
+	ctx, cancel := context.WithCancel(ctx)
+	b := &Broker{cfg: cfg, log: log, lamport: lamport, cancel: cancel}
+
+	binds := []struct {
+		sock *zmq4.Socket
+		new  func(context.Context, ...zmq4.Option) zmq4.Socket
+		ep   string
+	}{
+		{&b.front, zmq4.NewRouter, cfg.Front},
+		{&b.back, zmq4.NewRouter, cfg.Back},
+		{&b.pubIn, zmq4.NewSub, cfg.PubIn},
+		{&b.pubOut, zmq4.NewXPub, cfg.PubOut},
+	}
+	for _, bind := range binds {
+		s, err := transport.ListenSocket(ctx, bind.new, bind.ep)
+		if err != nil {
+			b.closeSockets()
+			cancel()
+			return nil, err
+		}
+		*bind.sock = s
+	}
+	if err := b.pubIn.SetOption(zmq4.OptionSubscribe, ""); err != nil {
+		b.closeSockets()
+		cancel()
+		return nil, err
+	}
+
+	b.router = newRouter(cfg, log, lamport, b.front, b.back)
+	b.wg.Go(func() { b.router.run(ctx) })
+	b.wg.Go(func() { proxy(ctx, log, b.pubIn, b.pubOut) })
+	log.Info("broker started", "front", b.FrontAddr(), "back", b.BackAddr(), "pub_in", b.PubInAddr(), "pub_out", b.PubOutAddr())
+	return b, nil
+}
+
+// FrontAddr is the endpoint clients send requests to.
+func (b *Broker) FrontAddr() string { return transport.BoundEndpoint(b.front) }
+
+// BackAddr is the endpoint servers connect their DEALER to.
+func (b *Broker) BackAddr() string { return transport.BoundEndpoint(b.back) }
+
+// PubInAddr is the endpoint servers publish to.
+func (b *Broker) PubInAddr() string { return transport.BoundEndpoint(b.pubIn) }
+
+// PubOutAddr is the endpoint clients subscribe to.
+func (b *Broker) PubOutAddr() string { return transport.BoundEndpoint(b.pubOut) }
+
+// LiveServers returns the identities of the servers requests go to now.
+func (b *Broker) LiveServers() []string { return b.router.liveServers() }
+
+// Close stops the broker and waits for its goroutines.
+func (b *Broker) Close() error {
+	b.cancel()
+	b.closeSockets()
+	b.wg.Wait()
+	b.log.Info("broker stopped")
+	return nil
+}
+
+func (b *Broker) closeSockets() {
+	for _, s := range []zmq4.Socket{b.front, b.back, b.pubIn, b.pubOut} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}

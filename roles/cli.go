@@ -1,0 +1,317 @@
+// Package roles wires every role of the system to the command line: one
+// binary, `chat`, whose subcommand picks the role (server, broker, client,
+// bot, up). The roles themselves live in the packages below this one; this
+// file only turns flags and CHAT_* environment variables into their configs.
+package roles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"chat/logging"
+	"chat/roles/bot"
+	"chat/roles/broker"
+	"chat/roles/client"
+	"chat/roles/server"
+	"chat/roles/up"
+)
+
+// Exit codes of the binary, as the CLI contract fixes them.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// App returns the `chat` command-line application. stdin, stdout and
+// stderr are the streams the roles use (tests pass buffers).
+func App(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:  "chat",
+		Usage: "a distributed BBS/IRC-style chat: run one role of the system",
+		Description: "Every process of the system is this one binary; the subcommand picks its role.\n" +
+			"Every flag can also be set by an environment variable: CHAT_ + the flag name in\n" +
+			"upper case with - as _ (--broker-back is CHAT_BROKER_BACK). Endpoints are ZeroMQ\n" +
+			"endpoints (tcp://host:port).",
+		Reader:    stdin,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags: []cli.Flag{
+			boolFlag("log-json", false, "write logs as JSON lines instead of text"),
+			stringFlag("log-level", "info", "lowest log level shown: debug, info, warn, error"),
+		},
+		Commands:     []*cli.Command{upCommand(), serverCommand(), brokerCommand(), clientCommand(), botCommand()},
+		OnUsageError: usageError,
+		// Errors are printed and turned into exit codes by main, not here.
+		ExitErrHandler:  func(*cli.Context, error) {},
+		HideHelpCommand: true,
+	}
+	for _, c := range app.Commands {
+		c.OnUsageError = usageError
+	}
+	return app
+}
+
+// ExitCode maps an error returned by App().Run to the process exit code.
+func ExitCode(err error) int {
+	var ec cli.ExitCoder
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ec):
+		return ec.ExitCode()
+	}
+	return ExitFailure
+}
+
+func usageError(_ *cli.Context, err error, _ bool) error {
+	return cli.Exit(fmt.Sprintf("%v (see --help)", err), ExitUsage)
+}
+
+// usage marks a configuration error as a usage error (exit code 2).
+func usage(err error) error {
+	if err == nil {
+		return nil
+	}
+	return cli.Exit(err.Error(), ExitUsage)
+}
+
+// newLogger builds the logger the global flags ask for.
+func newLogger(c *cli.Context) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, usage(fmt.Errorf("--log-level: %v", err))
+	}
+	return logging.New(c.App.ErrWriter, logging.Options{JSON: c.Bool("log-json"), Level: level}), nil
+}
+
+// envName is the environment variable of a flag: CHAT_ + NAME_IN_CAPS.
+func envName(flag string) []string {
+	return []string{"CHAT_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))}
+}
+
+func stringFlag(name, value, use string) *cli.StringFlag {
+	return &cli.StringFlag{Name: name, Value: value, Usage: use, EnvVars: envName(name)}
+}
+
+func boolFlag(name string, value bool, use string) *cli.BoolFlag {
+	return &cli.BoolFlag{Name: name, Value: value, Usage: use, EnvVars: envName(name)}
+}
+
+func intFlag(name string, value int, use string) *cli.IntFlag {
+	return &cli.IntFlag{Name: name, Value: value, Usage: use, EnvVars: envName(name)}
+}
+
+func floatFlag(name string, value float64, use string) *cli.Float64Flag {
+	return &cli.Float64Flag{Name: name, Value: value, Usage: use, EnvVars: envName(name)}
+}
+
+func durationFlag(name string, value time.Duration, use string) *cli.DurationFlag {
+	return &cli.DurationFlag{Name: name, Value: value, Usage: use, EnvVars: envName(name)}
+}
+
+// list splits a comma-separated flag value.
+func list(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// runUntilDone waits for ctx (SIGINT or SIGTERM) and then stops the role.
+func runUntilDone(ctx context.Context, stop func() error) error {
+	<-ctx.Done()
+	return stop()
+}
+
+func serverCommand() *cli.Command {
+	d := server.DefaultConfig("")
+	return &cli.Command{
+		Name:  "server",
+		Usage: "run one server replica",
+		Description: "A server answers client requests directly on --listen and through the broker\n" +
+			"(it connects a DEALER to --broker-back), stores everything in an SQLite file under\n" +
+			"--data, and publishes posts and direct messages to --broker-pub.",
+		Flags: []cli.Flag{
+			stringFlag("name", "", "this server's unique name (required)"),
+			stringFlag("listen", d.Listen, "endpoint of this server's own request socket"),
+			stringFlag("advertise", "", "endpoint peers use to reach --listen (default: --listen)"),
+			stringFlag("broker-back", d.BrokerBack, "broker's back end to serve routed requests (empty: none)"),
+			stringFlag("broker-pub", d.BrokerPub, "broker's publish-in endpoint (empty: publish nowhere)"),
+			stringFlag("reference", "tcp://localhost:5559", "reference registry (empty: run alone)"),
+			stringFlag("data", d.DataDir, "directory of the server's data file"),
+			durationFlag("clock-skew", 0, "fixed error added to this server's physical clock (demos, tests)"),
+			intFlag("workers", d.Workers, "requests served concurrently"),
+			durationFlag("heartbeat-interval", d.HeartbeatInterval, "how often the server tells the broker it is alive"),
+			durationFlag("broker-timeout", d.BrokerTimeout, "broker silence after which the server reconnects"),
+		},
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			cfg := server.DefaultConfig(c.String("name"))
+			cfg.Listen = c.String("listen")
+			cfg.BrokerBack = c.String("broker-back")
+			cfg.BrokerPub = c.String("broker-pub")
+			cfg.DataDir = c.String("data")
+			cfg.ClockSkew = c.Duration("clock-skew")
+			cfg.Workers = c.Int("workers")
+			cfg.HeartbeatInterval = c.Duration("heartbeat-interval")
+			cfg.BrokerTimeout = c.Duration("broker-timeout")
+			if err := cfg.Validate(); err != nil {
+				return usage(err)
+			}
+			srv, err := server.Start(c.Context, cfg, log)
+			if err != nil {
+				return err
+			}
+			return runUntilDone(c.Context, srv.Close)
+		},
+	}
+}
+
+func brokerCommand() *cli.Command {
+	d := broker.DefaultConfig()
+	return &cli.Command{
+		Name:  "broker",
+		Usage: "route client requests to servers and proxy publications",
+		Description: "Clients send requests to --front; servers connect to --back; each request goes\n" +
+			"to the next live server, round-robin. Servers publish to --pub-in; clients\n" +
+			"subscribe on --pub-out.",
+		Flags: []cli.Flag{
+			stringFlag("front", d.Front, "clients' request endpoint"),
+			stringFlag("back", d.Back, "servers' endpoint"),
+			stringFlag("pub-in", d.PubIn, "servers publish here"),
+			stringFlag("pub-out", d.PubOut, "clients subscribe here"),
+			durationFlag("heartbeat-interval", d.HeartbeatInterval, "how often servers are told the broker is alive"),
+			durationFlag("server-timeout", d.ServerTimeout, "silence after which a server gets no more requests"),
+			durationFlag("request-timeout", d.RequestTimeout, "wait after which a request is answered with an error"),
+		},
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			cfg := broker.Config{
+				Front: c.String("front"), Back: c.String("back"), PubIn: c.String("pub-in"), PubOut: c.String("pub-out"),
+				HeartbeatInterval: c.Duration("heartbeat-interval"),
+				ServerTimeout:     c.Duration("server-timeout"),
+				RequestTimeout:    c.Duration("request-timeout"),
+			}
+			if err := cfg.Validate(); err != nil {
+				return usage(err)
+			}
+			b, err := broker.Start(c.Context, cfg, log)
+			if err != nil {
+				return err
+			}
+			return runUntilDone(c.Context, b.Close)
+		},
+	}
+}
+
+func clientCommand() *cli.Command {
+	d := client.DefaultConfig()
+	return &cli.Command{
+		Name:  "client",
+		Usage: "interactive client (reads commands from stdin; type /help)",
+		Description: "An IRC-like client: /login NAME, /create CH, /join CH, then type to post.\n" +
+			"It reads stdin, so it also works in a pipe. --server may list several endpoints\n" +
+			"(comma-separated): when one does not answer, the next is tried.",
+		Flags: []cli.Flag{
+			stringFlag("server", "tcp://localhost:5555", "request endpoint(s), comma-separated"),
+			stringFlag("sub", "tcp://localhost:5558", "the broker's publish-out endpoint"),
+			stringFlag("user", "", "log in as this user at start"),
+			durationFlag("timeout", d.RequestTimeout, "how long one request attempt waits for its reply"),
+		},
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			cfg := client.DefaultConfig()
+			cfg.Servers = list(c.String("server"))
+			cfg.Sub = c.String("sub")
+			cfg.User = c.String("user")
+			cfg.RequestTimeout = c.Duration("timeout")
+			if err := cfg.Validate(); err != nil {
+				return usage(err)
+			}
+			return client.Run(c.Context, cfg, c.App.Reader, c.App.Writer, log)
+		},
+	}
+}
+
+func botCommand() *cli.Command {
+	d := bot.DefaultConfig()
+	return &cli.Command{
+		Name:  "bot",
+		Usage: "automatic users, and the project's load generator",
+		Description: "Each bot picks a random name, logs in, picks a random channel, sends 10\n" +
+			"messages, and repeats. It prints a live stat line every few seconds and a\n" +
+			"summary (sent, acknowledged, errors, p50/p99 latency) when it stops.",
+		Flags: []cli.Flag{
+			intFlag("count", d.Count, "bots to run in this process"),
+			stringFlag("server", "tcp://localhost:5555", "request endpoint(s), comma-separated"),
+			stringFlag("sub", "tcp://localhost:5558", "the broker's publish-out endpoint (empty: do not subscribe)"),
+			floatFlag("rate", d.Rate, "messages per second per bot (0: as fast as replies come)"),
+			durationFlag("duration", 0, "how long to run (0: until interrupted)"),
+			durationFlag("stats-every", d.StatsEvery, "period of the live stat line"),
+		},
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			cfg := bot.DefaultConfig()
+			cfg.Count = c.Int("count")
+			cfg.Servers = list(c.String("server"))
+			cfg.Sub = c.String("sub")
+			cfg.Rate = c.Float64("rate")
+			cfg.Duration = c.Duration("duration")
+			cfg.StatsEvery = c.Duration("stats-every")
+			if err := cfg.Validate(); err != nil {
+				return usage(err)
+			}
+			_, err = bot.Run(c.Context, cfg, c.App.Writer, log)
+			return err
+		},
+	}
+}
+
+func upCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "up",
+		Usage: "run the whole topology on localhost in one process",
+		Description: "Starts the broker on the standard's ports (5555-5558) and the server(s) on\n" +
+			"5560 and up, prints every endpoint, and runs until Ctrl-C.",
+		Flags: []cli.Flag{
+			stringFlag("data", "./data", "directory of the servers' data files"),
+			intFlag("bots", 0, "bots to run in-process"),
+		},
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			cfg := up.DefaultConfig()
+			cfg.DataDir = c.String("data")
+			cfg.Bots = c.Int("bots")
+			if err := cfg.Validate(); err != nil {
+				return usage(err)
+			}
+			return up.Run(c.Context, cfg, c.App.Writer, log)
+		},
+	}
+}

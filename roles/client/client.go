@@ -1,0 +1,141 @@
+// Package client is the interactive chat client: an IRC-like command line
+// (/login, /join, /msg, ...) over the request services of the standard,
+// with channel posts and direct messages shown as they arrive from the
+// broker's publish-subscribe proxy.
+//
+// client.go holds the configuration and the input loop, session.go the
+// commands, subscriber.go the Subscriber (the bots use it too),
+// request.go the request helper Call, and format.go how messages look.
+package client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"chat/proto"
+)
+
+// Config configures the client. Every timeout is here.
+type Config struct {
+	Servers        []string      // request endpoints, tried in turn (--server)
+	Sub            string        // the broker's pub-out endpoint (--sub); "" receives nothing
+	User           string        // log in as this user at start (--user); optional
+	RequestTimeout time.Duration // how long one attempt waits for its reply
+	Attempts       int           // tries per request, over all servers
+	HistoryOnJoin  int           // messages shown on /join (0: none)
+	DialTimeout    time.Duration // bound on connecting to one server
+	BusyRetries    int           // resends of a request the broker could not place ("retry": true)
+	BusyBackoff    time.Duration // pause before the first such resend; it doubles each time
+	ReconnectDelay time.Duration // pause before re-dialing the broker after losing its publications
+}
+
+// DefaultConfig returns the defaults of the command line.
+func DefaultConfig() Config {
+	return Config{
+		Servers:        []string{"tcp://localhost:5555"},
+		Sub:            "tcp://localhost:5558",
+		RequestTimeout: 3 * time.Second,
+		Attempts:       3,
+		HistoryOnJoin:  20,
+		DialTimeout:    2 * time.Second,
+		BusyRetries:    3,
+		BusyBackoff:    200 * time.Millisecond,
+		ReconnectDelay: 500 * time.Millisecond,
+	}
+}
+
+// Validate reports a config that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case len(c.Servers) == 0:
+		return errors.New("client: a server endpoint is required (--server)")
+	case c.User != "" && proto.ValidName(c.User, proto.DefaultLimits().MaxName) != nil:
+		return fmt.Errorf("client: bad user name: %v", proto.ValidName(c.User, proto.DefaultLimits().MaxName))
+	case c.RequestTimeout <= 0 || c.DialTimeout <= 0:
+		return errors.New("client: timeouts must be positive")
+	case c.Attempts < 1:
+		return errors.New("client: attempts must be at least 1")
+	case c.HistoryOnJoin < 0 || c.BusyRetries < 0 || c.BusyBackoff < 0:
+		return errors.New("client: history on join, busy retries and busy backoff must not be negative")
+	case c.ReconnectDelay <= 0:
+		return errors.New("client: reconnect delay must be positive")
+	}
+	for _, ep := range c.Servers {
+		if ep == "" {
+			return errors.New("client: empty server endpoint in --server")
+		}
+	}
+	return nil
+}
+
+// Run reads commands from in until EOF, /quit or ctx ends, writing
+// everything the user sees to out. At EOF it finishes the current command
+// and returns; messages still on their way are not waited for. It returns
+// nil on every one of these stops, and an error only for a bad config.
+func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the line reader if it is handing over a line
+
+	s := newSession(ctx, cfg, out, log)
+	defer s.close()
+	s.notice("type /help for the commands")
+	if cfg.User != "" {
+		s.execute(ctx, command{name: "login", arg: cfg.User})
+	}
+
+	lines := readLines(ctx, in, log)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case line, ok := <-lines:
+			if !ok {
+				return nil
+			}
+			cmd, err := parseCommand(line)
+			switch {
+			case err != nil:
+				s.notice("%v", err)
+			case cmd.name == "quit":
+				return nil
+			default:
+				s.execute(ctx, cmd)
+			}
+		}
+	}
+}
+
+// readLines sends the lines of in on the returned channel and closes it at
+// EOF. Its goroutine ends at EOF or when ctx ends, except while it is
+// blocked in in.Read: a read of a terminal cannot be interrupted, so then
+// it ends at the next line or EOF, touching nothing else. Run therefore
+// does not wait for it.
+func readLines(ctx context.Context, in io.Reader, log *slog.Logger) <-chan string {
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+		if err := sc.Err(); err != nil {
+			log.Error("reading input stopped", "err", err)
+		}
+	}()
+	return lines
+}

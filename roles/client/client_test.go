@@ -1,0 +1,311 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"chat/clock"
+	"chat/proto"
+	"chat/roles/broker"
+	"chat/roles/server"
+	"chat/transport"
+)
+
+// testLog is silent unless the tests run with -v.
+func testLog() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// system is a broker and one server behind it, on kernel-chosen ports.
+type system struct {
+	front, pubOut, direct string
+}
+
+func startSystem(t *testing.T) system {
+	t.Helper()
+	ctx := t.Context()
+	bc := broker.DefaultConfig()
+	bc.Front, bc.Back, bc.PubIn, bc.PubOut = "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0"
+	b, err := broker.Start(ctx, bc, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	sc := server.DefaultConfig("s1")
+	sc.Listen = "tcp://127.0.0.1:0"
+	sc.BrokerBack, sc.BrokerPub = b.BackAddr(), b.PubInAddr()
+	sc.DataDir = t.TempDir()
+	srv, err := server.Start(ctx, sc, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	sys := system{front: b.FrontAddr(), pubOut: b.PubOutAddr(), direct: srv.Addr()}
+	waitRouted(t, sys.front)
+	return sys
+}
+
+// waitRouted waits until the broker has a server to route requests to.
+func waitRouted(t *testing.T, front string) {
+	t.Helper()
+	c, err := transport.NewClient(transport.DefaultClientConfig(front), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var lamport clock.Lamport
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := Call(t.Context(), c, &lamport, proto.Users, proto.Data{})
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the broker never routed a request: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// screen is what a client shows, safe to read while the client writes.
+type screen struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *screen) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *screen) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls until the screen shows want n times.
+func (s *screen) waitFor(t *testing.T, want string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(s.String(), want) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("screen never showed %q (x%d):\n%s", want, n, s)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// user is a client running in the background, typed into through a pipe.
+type user struct {
+	in   *io.PipeWriter
+	out  *screen
+	done chan error // Run's result, once
+}
+
+func startUser(t *testing.T, cfg Config) *user {
+	t.Helper()
+	r, w := io.Pipe()
+	u := &user{in: w, out: &screen{}, done: make(chan error, 1)}
+	go func() {
+		u.done <- Run(t.Context(), cfg, r, u.out, testLog())
+		close(u.done)
+	}()
+	t.Cleanup(func() { w.Close(); <-u.done })
+	return u
+}
+
+// do types a line and waits until the screen shows want.
+func (u *user) do(t *testing.T, line, want string) {
+	t.Helper()
+	n := strings.Count(u.out.String(), want) + 1
+	fmt.Fprintln(u.in, line)
+	u.out.waitFor(t, want, n)
+}
+
+func testConfig(servers []string, sub string) Config {
+	cfg := DefaultConfig()
+	cfg.Servers, cfg.Sub = servers, sub
+	return cfg
+}
+
+func TestPipedScript(t *testing.T) {
+	sys := startSystem(t)
+	var out screen
+	script := "/login a\n/create g\n/join g\nhi\n/users\n/quit\nnever run\n"
+	if err := Run(t.Context(), testConfig([]string{sys.front}, sys.pubOut), strings.NewReader(script), &out, testLog()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"*** logged in as a", "*** channel #g created", "*** joined #g", "*** no messages in #g yet", "*** users (1): a"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "never run") || strings.Count(out.String(), "***") != 6 {
+		t.Errorf("unexpected output (an error, or a line after /quit):\n%s", out.String())
+	}
+
+	// At EOF (no /quit) the client stops too; history now has the post.
+	out = screen{}
+	if err := Run(t.Context(), testConfig([]string{sys.direct}, ""), strings.NewReader("/join g"), &out, testLog()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "#g <a> hi") {
+		t.Errorf("history on join lacks the post:\n%s", out.String())
+	}
+}
+
+func TestTwoUsers(t *testing.T) {
+	sys := startSystem(t)
+	alice := startUser(t, testConfig([]string{sys.front}, sys.pubOut))
+	bob := startUser(t, testConfig([]string{sys.front}, sys.pubOut))
+
+	bob.do(t, "hello", "log in first")
+	bob.do(t, "/join geral", "there is no channel #geral")
+	alice.do(t, "/login alice", "logged in as alice")
+	alice.do(t, "/create geral", "channel #geral created")
+	alice.do(t, "/create geral", `channel "geral" already exists`)
+	alice.do(t, "/create geral2", "channel #geral2 created")
+	alice.do(t, "/join geral", "joined #geral")
+	bob.do(t, "/login bob", "logged in as bob")
+	bob.do(t, "/join geral2", "joined #geral2")
+	bob.do(t, "in geral2", "#geral2 <bob> in geral2") // bob sees his own post come back
+	bob.do(t, "/join geral", "joined #geral")
+	bob.do(t, "in geral", "#geral <bob> in geral")
+
+	// The geral2 post went out first: had alice's subscription to geral
+	// matched it by prefix, it would be on her screen before this one.
+	alice.out.waitFor(t, "#geral <bob> in geral", 1)
+	if strings.Contains(alice.out.String(), "in geral2") {
+		t.Errorf("alice joined geral only, but sees geral2:\n%s", alice.out)
+	}
+
+	alice.do(t, "/msg bob psst", "-> *bob* psst")
+	bob.out.waitFor(t, "*alice* psst", 1)
+	bob.do(t, "/msg nobody x", `user "nobody" does not exist`)
+	bob.do(t, "/history @alice", "*alice* psst")
+	alice.do(t, "/history @bob", "-> *bob* psst")
+	alice.do(t, "/history", "#geral <bob> in geral")
+	alice.do(t, "/channels", "channels (2): geral, geral2")
+
+	bob.do(t, "/leave geral", "now talking in #geral2")
+	alice.do(t, "after leave", "#geral <alice> after leave")
+	bob.do(t, "again", "#geral2 <bob> again")
+	if strings.Contains(bob.out.String(), "after leave") {
+		t.Errorf("bob left geral but still sees it:\n%s", bob.out)
+	}
+
+	fmt.Fprintln(alice.in, "/quit") // Run returns although the input stays open
+	select {
+	case err := <-alice.done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("/quit did not stop the client")
+	}
+}
+
+func TestMovesOnToTheNextServer(t *testing.T) {
+	sys := startSystem(t)
+	dead := deadEndpoint(t)
+	cfg := testConfig([]string{dead, sys.direct}, "")
+	cfg.RequestTimeout, cfg.DialTimeout = 300*time.Millisecond, 300*time.Millisecond
+	u := startUser(t, cfg)
+	u.do(t, "/login carol", "logged in as carol")
+	want := fmt.Sprintf("server %s did not answer, trying %s", dead, sys.direct)
+	if !strings.Contains(u.out.String(), want) {
+		t.Errorf("the user was not told %q:\n%s", want, u.out)
+	}
+	u.do(t, "/users", "users (1): carol") // sticks to the server that answers
+	if strings.Count(u.out.String(), "did not answer") != 1 {
+		t.Errorf("went back to the dead server:\n%s", u.out)
+	}
+}
+
+func TestNoServerAnswers(t *testing.T) {
+	cfg := testConfig([]string{deadEndpoint(t)}, "")
+	cfg.RequestTimeout, cfg.DialTimeout, cfg.Attempts = 200*time.Millisecond, 200*time.Millisecond, 2
+	u := startUser(t, cfg)
+	u.do(t, "/users", "no server answered (2 tries)")
+	if !strings.Contains(u.out.String(), "did not answer, trying again") {
+		t.Errorf("the retry was not shown:\n%s", u.out)
+	}
+}
+
+func TestBrokerWithoutServersIsRetriedThenShown(t *testing.T) {
+	bc := broker.DefaultConfig()
+	bc.Front, bc.Back, bc.PubIn, bc.PubOut = "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0"
+	b, err := broker.Start(t.Context(), bc, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	cfg := testConfig([]string{b.FrontAddr()}, b.PubOutAddr())
+	cfg.BusyRetries, cfg.BusyBackoff = 2, time.Millisecond
+	u := startUser(t, cfg)
+	u.do(t, "/login dave", "no server is available right now")
+}
+
+func TestRunStopsWhenContextEnds(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	r, w := io.Pipe()
+	defer w.Close()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, testConfig([]string{"tcp://127.0.0.1:1"}, "tcp://127.0.0.1:1"), r, io.Discard, nil)
+	}()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after ctx ended")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	bad := []func(*Config){
+		func(c *Config) { c.Servers = nil },
+		func(c *Config) { c.Servers = []string{""} },
+		func(c *Config) { c.User = "a b" },
+		func(c *Config) { c.RequestTimeout = 0 },
+		func(c *Config) { c.Attempts = 0 },
+		func(c *Config) { c.HistoryOnJoin = -1 },
+	}
+	for i, f := range bad {
+		c := DefaultConfig()
+		f(&c)
+		if c.Validate() == nil {
+			t.Errorf("bad config %d accepted", i)
+		}
+	}
+}
+
+// deadEndpoint returns an endpoint where nothing listens.
+func deadEndpoint(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	return "tcp://" + l.Addr().String()
+}

@@ -1,0 +1,81 @@
+package client
+
+import (
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+
+	"chat/proto"
+)
+
+// formatPost renders a channel post: "[15:04:05] #geral <alice> hello".
+func formatPost(p proto.Post) string {
+	return fmt.Sprintf("[%s] #%s <%s> %s", localTime(p.Timestamp), printable(p.Channel), printable(p.User), printable(p.Text))
+}
+
+// formatDirect renders a direct message: "[15:04:05] *alice* hello" when
+// it was sent to me, "[15:04:05] -> *bob* hello" when I sent it.
+func formatDirect(m proto.Direct, me string) string {
+	if me != "" && m.From == me && m.To != me {
+		return fmt.Sprintf("[%s] -> *%s* %s", localTime(m.Timestamp), printable(m.To), printable(m.Text))
+	}
+	return fmt.Sprintf("[%s] *%s* %s", localTime(m.Timestamp), printable(m.From), printable(m.Text))
+}
+
+// formatList renders a list reply: "channels (2): a, b".
+func formatList(what string, names []string) string {
+	if len(names) == 0 {
+		return fmt.Sprintf("no %s yet", what)
+	}
+	return fmt.Sprintf("%s (%d): %s", what, len(names), printable(strings.Join(names, ", ")))
+}
+
+// localTime formats when a message was sent, as the local wall clock. A
+// message without a timestamp is shown with the time it is shown at.
+func localTime(t time.Time) string {
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return t.Local().Format("15:04:05")
+}
+
+// printable replaces control characters (newlines, terminal escapes) so
+// that a message can neither break a line nor drive the user's terminal.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// historyLines renders the "messages" list of a history reply, oldest
+// first. Each message is as published on the bus; a post without its
+// channel field belongs to channel, and me tells which direct messages
+// the user sent.
+func historyLines(d proto.Data, channel, me string) []string {
+	items, _ := d["messages"].([]any)
+	lines := make([]string, 0, len(items))
+	for _, it := range items {
+		if m, ok := it.(map[string]any); ok {
+			lines = append(lines, historyLine(m, channel, me))
+		}
+	}
+	return lines
+}
+
+func historyLine(d proto.Data, channel, me string) string {
+	ts, _ := d.Timestamp()
+	text, _, _ := d.String("", "message")
+	if from, ok, _ := d.String("", "from"); ok {
+		to, _, _ := d.String("", "to")
+		return formatDirect(proto.Direct{From: from, To: to, Text: text, Timestamp: ts}, me)
+	}
+	user, _, _ := d.String("", "user")
+	if ch, _, _ := d.String("", "channel"); ch != "" {
+		channel = ch
+	}
+	return formatPost(proto.Post{Channel: channel, User: user, Text: text, Timestamp: ts})
+}

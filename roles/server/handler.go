@@ -1,0 +1,200 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"chat/clock"
+	"chat/proto"
+	"chat/store"
+)
+
+// Handler is the request logic of a server, with no sockets in it: it
+// turns one request frame into one reply and the publications the request
+// causes. It is safe for concurrent use; durability and ordering of writes
+// are the store's job.
+type Handler struct {
+	Store   *store.Store
+	Lamport *clock.Lamport
+	Clock   *clock.Physical
+	Limits  proto.Limits
+	Log     *slog.Logger
+}
+
+// Handle answers one request frame. It never fails: every problem becomes
+// an "erro" reply.
+func (h *Handler) Handle(ctx context.Context, frame []byte) (reply []byte, pubs []proto.Publication) {
+	req, err := proto.ParseRequest(frame, h.Limits)
+	h.Lamport.Observe(req.Clock)
+	var env proto.Envelope
+	if err != nil {
+		env = proto.ReplyFor(req.Service, err)
+	} else {
+		env, pubs = h.serve(ctx, req)
+	}
+	return env.Stamp(h.Clock.Now(), h.Lamport.Tick()).Encode(), pubs
+}
+
+// serve runs a valid request.
+func (h *Handler) serve(ctx context.Context, req proto.Request) (proto.Envelope, []proto.Publication) {
+	switch req.Service {
+	case proto.Users:
+		return ok(req.Service, proto.Data{"users": h.Store.Users()}), nil
+	case proto.Channels:
+		chs := h.Store.Channels()
+		return ok(req.Service, proto.Data{"channels": chs, "users": chs}), nil
+	case proto.History:
+		return h.history(ctx, req), nil
+	}
+
+	// The rest change state: a retried request_id gets its first answer.
+	key := requestKey(req)
+	if key != "" {
+		if stored, found := h.Store.Replay(key); found {
+			return replayed(req.Service, stored), nil
+		}
+	}
+	change := h.change(req)
+	change.RequestKey = key
+	change.ReplyFunc = func(_ int64, outcome error) []byte { return mustEncodeData(outcomeReply(req, outcome).Data) }
+	id, err := h.Store.Apply(ctx, change)
+	switch {
+	case errors.Is(err, store.ErrDuplicate):
+		stored, _ := h.Store.Replay(key)
+		return replayed(req.Service, stored), nil
+	case err != nil && !isCheckFailure(err):
+		h.Log.Error("store write failed", "service", req.Service, "err", err)
+		return proto.ErrorReply(req.Service, "the server could not store the request; try again"), nil
+	case err != nil:
+		return outcomeReply(req, err), nil
+	}
+	h.logChange(req, id)
+	return outcomeReply(req, nil), publications(change.Message, id)
+}
+
+// isCheckFailure tells a request the store refused (the answer is "erro")
+// from a failure of the store itself.
+func isCheckFailure(err error) bool {
+	return errors.Is(err, store.ErrChannelExists) || errors.Is(err, store.ErrNoChannel) || errors.Is(err, store.ErrNoUser)
+}
+
+// outcomeReply is the reply of a state-changing request whose store write
+// ended with outcome (nil: applied). It is also what a request key stores,
+// so a retry gets the same answer.
+func outcomeReply(req proto.Request, outcome error) proto.Envelope {
+	switch {
+	case outcome == nil && (req.Service == proto.Login || req.Service == proto.Channel):
+		return ok(req.Service, proto.Data{"status": proto.StatusSuccess})
+	case outcome == nil:
+		return ok(req.Service, proto.Data{"status": proto.StatusOK})
+	case errors.Is(outcome, store.ErrChannelExists):
+		return proto.ErrorReply(req.Service, fmt.Sprintf("channel %q already exists", req.Channel))
+	case errors.Is(outcome, store.ErrNoChannel):
+		return proto.ErrorReply(req.Service, fmt.Sprintf("channel %q does not exist", req.Channel))
+	case errors.Is(outcome, store.ErrNoUser):
+		return proto.ErrorReply(req.Service, fmt.Sprintf("user %q does not exist", req.Dst))
+	}
+	return proto.ErrorReply(req.Service, outcome.Error())
+}
+
+// change builds the store change of a state-changing request.
+func (h *Handler) change(req proto.Request) store.Change {
+	now := h.Clock.Now()
+	switch req.Service {
+	case proto.Login:
+		return store.Change{Login: &store.Login{User: req.User, Timestamp: now}}
+	case proto.Channel:
+		return store.Change{Channel: &store.Channel{Name: req.Channel, Timestamp: now}}
+	case proto.Publish:
+		return store.Change{Message: &store.Message{Kind: store.Post, Channel: req.Channel, From: req.User, Text: req.Text, Timestamp: now, Clock: h.Lamport.Tick()}}
+	default: // proto.Message
+		return store.Change{Message: &store.Message{Kind: store.Direct, From: req.Src, To: req.Dst, Text: req.Text, Timestamp: now, Clock: h.Lamport.Tick()}}
+	}
+}
+
+func (h *Handler) logChange(req proto.Request, id int64) {
+	switch req.Service {
+	case proto.Login:
+		h.Log.Info("login", "user", req.User)
+	case proto.Channel:
+		h.Log.Info("channel created", "channel", req.Channel)
+	case proto.Publish:
+		h.Log.Debug("post", "id", id, "channel", req.Channel, "user", req.User)
+	case proto.Message:
+		h.Log.Debug("direct message", "id", id, "from", req.Src, "to", req.Dst)
+	}
+}
+
+// history answers the history extension.
+func (h *Handler) history(ctx context.Context, req proto.Request) proto.Envelope {
+	q := store.HistoryQuery{Channel: req.Channel, User: req.User, Peer: req.Peer, Limit: req.Limit, Before: req.Before}
+	if req.Channel != "" && !h.Store.HasChannel(req.Channel) {
+		return proto.ErrorReply(req.Service, fmt.Sprintf("channel %q does not exist", req.Channel))
+	}
+	msgs, err := h.Store.History(ctx, q)
+	if err != nil {
+		h.Log.Error("history read failed", "err", err)
+		return proto.ErrorReply(req.Service, "the server could not read the history; try again")
+	}
+	out := make([]proto.Data, 0, len(msgs))
+	for _, m := range msgs {
+		out = append(out, messageData(m))
+	}
+	return ok(req.Service, proto.Data{"status": proto.StatusOK, "messages": out})
+}
+
+// messageData renders a stored message as it was published, plus its id.
+func messageData(m store.Message) proto.Data {
+	if m.Kind == store.Direct {
+		return proto.Direct{ID: m.ID, From: m.From, To: m.To, Text: m.Text, Timestamp: m.Timestamp, Clock: m.Clock}.Data()
+	}
+	return proto.Post{ID: m.ID, Channel: m.Channel, User: m.From, Text: m.Text, Timestamp: m.Timestamp, Clock: m.Clock}.Data()
+}
+
+// publications returns what a stored message publishes on the bus.
+func publications(m *store.Message, id int64) []proto.Publication {
+	if m == nil {
+		return nil
+	}
+	switch m.Kind {
+	case store.Post:
+		return []proto.Publication{proto.PostPublication(proto.Post{ID: id, Channel: m.Channel, User: m.From, Text: m.Text, Timestamp: m.Timestamp, Clock: m.Clock})}
+	case store.Direct:
+		return []proto.Publication{proto.DirectPublication(proto.Direct{ID: id, From: m.From, To: m.To, Text: m.Text, Timestamp: m.Timestamp, Clock: m.Clock})}
+	}
+	return nil
+}
+
+// requestKey scopes a request_id to its author and service ("" when the
+// request carries none).
+func requestKey(req proto.Request) string {
+	if req.RequestID == "" {
+		return ""
+	}
+	return req.Author() + "\x00" + req.Service + "\x00" + req.RequestID
+}
+
+func ok(service string, d proto.Data) proto.Envelope {
+	return proto.Envelope{Service: service, Data: d}
+}
+
+// replayed rebuilds the reply stored for a request key.
+func replayed(service string, stored []byte) proto.Envelope {
+	var d proto.Data
+	if err := msgpack.Unmarshal(stored, &d); err != nil || d == nil {
+		d = proto.Data{"status": proto.StatusOK}
+	}
+	return proto.Envelope{Service: service, Data: d}
+}
+
+func mustEncodeData(d proto.Data) []byte {
+	b, err := msgpack.Marshal(d)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,209 @@
+package store
+
+import (
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// The indexer copies durable log entries into SQLite, in large
+// transactions, off the path of any request. SQLite is where reads come
+// from: History and Logins first wait until the indexer has caught up with
+// everything acknowledged, so a client always reads its own writes. Each
+// transaction also records the last LSN it applied (table meta), so after
+// a crash Open applies exactly the entries SQLite lacks.
+
+// pruneEvery is how often the indexer deletes expired request keys.
+const pruneEvery = time.Minute
+
+// statements are the indexer's SQL statements, prepared once at Open.
+type statements struct {
+	storeKey, pruneKeys, setApplied                       *sql.Stmt
+	insertLogin, insertUser, insertChannel, insertMessage *sql.Stmt
+}
+
+func prepare(db *sql.DB) (*statements, error) {
+	var st statements
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{
+		{&st.storeKey, `INSERT INTO requests (request_key, reply, created_ms) VALUES (?, ?, ?)
+			ON CONFLICT (request_key) DO UPDATE SET reply = excluded.reply, created_ms = excluded.created_ms`},
+		{&st.pruneKeys, "DELETE FROM requests WHERE created_ms < ?"},
+		{&st.setApplied, "INSERT INTO meta (key, value) VALUES ('applied_lsn', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"},
+		{&st.insertLogin, "INSERT INTO logins (user, ts_ms) VALUES (?, ?)"},
+		{&st.insertUser, "INSERT OR IGNORE INTO users (name, first_seen_ms) VALUES (?, ?)"},
+		{&st.insertChannel, "INSERT OR IGNORE INTO channels (name, creator, created_ms) VALUES (?, ?, ?)"},
+		{&st.insertMessage, `INSERT OR IGNORE INTO messages (id, channel, sender, recipient, text, ts_ms, clock)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`},
+	} {
+		var err error
+		if *p.stmt, err = db.Prepare(p.query); err != nil {
+			return nil, err
+		}
+	}
+	return &st, nil
+}
+
+// indexer is the indexer goroutine: it applies entries until the syncer
+// closes its channel.
+func (s *Store) indexer() {
+	defer close(s.indexed)
+	defer s.stopWaiting()
+	for first := range s.toIndex {
+		entries := s.gather(first)
+		if err := s.index(entries); err != nil {
+			// SQLite refused what the log holds: reads would go stale.
+			// Writes stop; a restart applies the log again.
+			s.fail(err)
+			s.stopWaiting()
+			continue
+		}
+		last := entries[len(entries)-1].LSN
+		s.setIndexed(last)
+		s.forgetIndexedKeys(last, time.Now())
+		s.dropIndexedSegments(last)
+	}
+}
+
+// gather returns first and the entries that arrive within IndexLinger,
+// up to IndexBatch: a few large transactions cost SQLite far less than
+// many small ones.
+func (s *Store) gather(first []*entry) []*entry {
+	entries := first
+	linger := time.NewTimer(s.cfg.IndexLinger)
+	defer linger.Stop()
+	for len(entries) < s.cfg.IndexBatch {
+		select {
+		case next, ok := <-s.toIndex:
+			if !ok {
+				return entries
+			}
+			entries = append(entries, next...)
+		case <-linger.C:
+			return entries
+		}
+	}
+	return entries
+}
+
+// index applies entries in one transaction.
+func (s *Store) index(entries []*entry) error {
+	tx, err := s.wdb.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() // a no-op after Commit
+	insertMessage := tx.Stmt(s.stmts.insertMessage)
+	for _, e := range entries {
+		switch e.Kind {
+		case entryLogin:
+			if _, err = tx.Stmt(s.stmts.insertLogin).Exec(e.User, e.TS); err == nil {
+				_, err = tx.Stmt(s.stmts.insertUser).Exec(e.User, e.TS)
+			}
+		case entryChannel:
+			_, err = tx.Stmt(s.stmts.insertChannel).Exec(e.Name, e.User, e.TS)
+		case entryPost:
+			_, err = insertMessage.Exec(e.ID, e.Name, e.User, nil, e.Text, e.TS, int64(e.Clock))
+		case entryDirect:
+			_, err = insertMessage.Exec(e.ID, nil, e.User, e.To, e.Text, e.TS, int64(e.Clock))
+		}
+		if err == nil && e.HasKey {
+			reply := e.Reply
+			if reply == nil {
+				reply = []byte{}
+			}
+			_, err = tx.Stmt(s.stmts.storeKey).Exec(e.Key, reply, e.KeyTS)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Stmt(s.stmts.setApplied).Exec(int64(entries[len(entries)-1].LSN)); err != nil {
+		return err
+	}
+	if now := time.Now(); now.Sub(s.lastPrune) >= pruneEvery {
+		if _, err := tx.Stmt(s.stmts.pruneKeys).Exec(now.Add(-s.cfg.RequestKeyTTL).UnixMilli()); err != nil {
+			return err
+		}
+		s.lastPrune = now
+	}
+	return tx.Commit()
+}
+
+// setIndexed records that everything up to lsn is in SQLite and wakes the
+// readers waiting for it.
+func (s *Store) setIndexed(lsn uint64) {
+	s.indexMu.Lock()
+	s.indexedLSN = lsn
+	s.indexMu.Unlock()
+	s.indexCond.Broadcast()
+}
+
+// stopWaiting releases every reader waiting for the indexer, for good: at
+// Close, or when the indexer has failed.
+func (s *Store) stopWaiting() {
+	s.indexMu.Lock()
+	s.indexDone = true
+	s.indexMu.Unlock()
+	s.indexCond.Broadcast()
+}
+
+// waitIndexed blocks until SQLite holds everything acknowledged so far.
+func (s *Store) waitIndexed() {
+	target := s.ackedLSN.Load()
+	s.indexMu.Lock()
+	defer s.indexMu.Unlock()
+	for s.indexedLSN < target && !s.indexDone {
+		s.indexCond.Wait()
+	}
+}
+
+// dropIndexedSegments deletes the log segments whose entries are all in
+// SQLite. The segment being written is never among them.
+func (s *Store) dropIndexedSegments(lsn uint64) {
+	s.segMu.Lock()
+	defer s.segMu.Unlock()
+	if len(s.segFirsts) < 2 || s.segFirsts[1] > lsn+1 {
+		return // nothing to delete
+	}
+	if err := s.syncSQLite(); err != nil {
+		return // keep the log: it is the durable copy
+	}
+	n := 0
+	for n+1 < len(s.segFirsts) && s.segFirsts[n+1] <= lsn+1 {
+		os.Remove(filepath.Join(s.logDir, segmentName(s.segFirsts[n])))
+		n++
+	}
+	s.segFirsts = s.segFirsts[n:]
+}
+
+// syncSQLite makes every committed SQLite transaction durable by fsyncing
+// SQLite's write-ahead log (its commits do not, see dsn), so that the
+// change log segments they came from may be deleted.
+func (s *Store) syncSQLite() error {
+	f, err := os.Open(s.cfg.Path + "-wal")
+	if errors.Is(err, os.ErrNotExist) {
+		return syncFile(s.cfg.Path) // checkpointed and removed: the main file holds it all
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return syncFile(s.cfg.Path)
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

@@ -1,0 +1,746 @@
+// Package store is the durable store of one chat server.
+//
+// A change is durable once it is in the change log (changelog.go): an
+// append-only file per segment, written in batches by one writer goroutine
+// and fsynced by a syncer goroutine before any caller is answered (group
+// commit: one fsync acknowledges every change that arrived while the
+// previous one ran). An indexer goroutine then copies the log into SQLite
+// in large transactions; SQLite is where reads come from, and readers wait
+// until it holds everything acknowledged, so a client reads its own writes.
+// Opening the store applies to SQLite whatever the log holds beyond it,
+// so nothing acknowledged is lost by kill -9.
+//
+// Everything queryable lives in one SQLite file (modernc.org/sqlite, pure
+// Go, WAL mode): users and their logins, channels, channel posts, direct
+// messages, and the replies of requests that carried a request id. The
+// file can be inspected with the sqlite3 tool; times are Unix milliseconds
+// (see schema.go).
+//
+// The checks that depend on state (does the channel exist?) are made by
+// the writer against its own in-memory view, so concurrent changes are
+// serialised exactly. The sets of users and channels are kept in memory,
+// so HasUser, HasChannel, Users and Channels never touch SQL.
+//
+// Why not write to SQLite directly: measured on this project's 2-core
+// machine, SQLite's per-transaction work in the one writer goroutine capped
+// durable publishes at about 40% of a bare echo server; the log brings the
+// request path down to one buffered write and a shared fsync.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// Errors returned by the store.
+var (
+	ErrChannelExists = errors.New("store: channel already exists")
+	ErrNoChannel     = errors.New("store: no such channel")
+	ErrNoUser        = errors.New("store: no such user")
+	ErrClosed        = errors.New("store: closed")
+	// ErrDuplicate is returned by Apply when a change's RequestKey has
+	// already been applied; the change is not applied again and
+	// Replay(key) returns the stored reply.
+	ErrDuplicate = errors.New("store: request already applied")
+)
+
+// Config configures a Store.
+type Config struct {
+	Path          string        // SQLite file path; required. The log is the directory Path + "-log".
+	MaxBatch      int           // max changes per log write (default 512)
+	RequestKeyTTL time.Duration // how long request keys are remembered (default 24h)
+	SegmentSize   int64         // log segment size that starts a new segment (default 16 MiB)
+	IndexBatch    int           // max entries per SQLite transaction of the indexer (default 4096)
+	IndexLinger   time.Duration // how long the indexer gathers entries for one transaction (default 5ms)
+	// SyncInterval is the least time between the starts of two fsyncs of
+	// the log (default 200µs; negative: none). Waiting a little lets more
+	// changes share one fsync; on this project's machine it raised durable
+	// throughput by a third for under 0.2 ms of latency.
+	SyncInterval time.Duration
+	KeyGrace     time.Duration // how long an indexed request key stays in memory (default 1 min)
+}
+
+// Default values of Config fields left at zero.
+const (
+	DefaultMaxBatch      = 512
+	DefaultRequestKeyTTL = 24 * time.Hour
+	DefaultSegmentSize   = 16 << 20
+	DefaultIndexBatch    = 4096
+	DefaultIndexLinger   = 5 * time.Millisecond
+	DefaultSyncInterval  = 200 * time.Microsecond
+	DefaultKeyGrace      = time.Minute
+)
+
+// DefaultConfig returns the default configuration for the file at path.
+func DefaultConfig(path string) Config {
+	return Config{Path: path, MaxBatch: DefaultMaxBatch, RequestKeyTTL: DefaultRequestKeyTTL,
+		SegmentSize: DefaultSegmentSize, IndexBatch: DefaultIndexBatch, IndexLinger: DefaultIndexLinger, KeyGrace: DefaultKeyGrace, SyncInterval: DefaultSyncInterval}
+}
+
+// Validate reports whether c is usable. Zero MaxBatch and RequestKeyTTL are
+// valid and mean the defaults.
+func (c Config) Validate() error {
+	switch {
+	case c.Path == "":
+		return errors.New("store: config: Path is required")
+	case c.MaxBatch < 0:
+		return errors.New("store: config: MaxBatch must not be negative")
+	case c.RequestKeyTTL < 0:
+		return errors.New("store: config: RequestKeyTTL must not be negative")
+	case c.SegmentSize < 0 || c.IndexBatch < 0 || c.IndexLinger < 0 || c.KeyGrace < 0:
+		return errors.New("store: config: SegmentSize, IndexBatch, IndexLinger and KeyGrace must not be negative")
+	}
+	return nil
+}
+
+// withDefaults returns c with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.MaxBatch == 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.RequestKeyTTL == 0 {
+		c.RequestKeyTTL = DefaultRequestKeyTTL
+	}
+	if c.SegmentSize == 0 {
+		c.SegmentSize = DefaultSegmentSize
+	}
+	if c.IndexBatch == 0 {
+		c.IndexBatch = DefaultIndexBatch
+	}
+	if c.KeyGrace == 0 {
+		c.KeyGrace = DefaultKeyGrace
+	}
+	if c.IndexLinger == 0 {
+		c.IndexLinger = DefaultIndexLinger
+	}
+	if c.SyncInterval == 0 {
+		c.SyncInterval = DefaultSyncInterval
+	}
+	return c
+}
+
+// Kind tells a channel post from a direct message.
+type Kind string
+
+// The kinds of message.
+const (
+	Post   Kind = "post"
+	Direct Kind = "direct"
+)
+
+// Message is one stored channel post or direct message.
+type Message struct {
+	ID        int64 // assigned by the store, increasing
+	Kind      Kind
+	Channel   string    // posts only
+	From      string    // author
+	To        string    // direct messages only
+	Text      string    // the message text
+	Timestamp time.Time // sender's/server's time, stored with millisecond precision
+	Clock     uint64    // Lamport clock stamped by the server
+}
+
+// Login is one login of a user.
+type Login struct {
+	User      string
+	Timestamp time.Time
+}
+
+// Channel is a channel and who created it when.
+type Channel struct {
+	Name      string
+	Creator   string
+	Timestamp time.Time
+}
+
+// Change is one durable write: exactly one of Login, Channel, Message is set.
+//
+// A zero Timestamp in the set value means "now".
+type Change struct {
+	Login   *Login
+	Channel *Channel
+	Message *Message // ID is ignored and assigned
+
+	// RequestKey, if not empty, is stored with the change in the same
+	// transaction, together with the reply to send; Replay returns that
+	// reply, and a second Apply with the same key returns ErrDuplicate.
+	// It is stored even when the change fails a check, so a retry gets the
+	// same answer. The key should name the client as well as its request id.
+	RequestKey string
+	// Reply is stored under RequestKey as is, whatever the outcome.
+	Reply []byte
+	// ReplyFunc, if set, is used instead of Reply when the answer depends on
+	// the outcome: the writer calls it with the message ID (0 for
+	// non-messages) and the change's error (nil, or ErrChannelExists,
+	// ErrNoChannel, ErrNoUser) and stores what it returns. It must be quick
+	// and must not call the Store.
+	ReplyFunc func(id int64, err error) []byte
+}
+
+// validate checks the shape of ch; state-dependent checks are the writer's.
+func (ch Change) validate() error {
+	n := 0
+	for _, set := range []bool{ch.Login != nil, ch.Channel != nil, ch.Message != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return errors.New("store: a change must set exactly one of Login, Channel, Message")
+	}
+	switch {
+	case ch.Login != nil && ch.Login.User == "":
+		return errors.New("store: login without a user")
+	case ch.Channel != nil && ch.Channel.Name == "":
+		return errors.New("store: channel without a name")
+	case ch.Message != nil:
+		m := ch.Message
+		switch {
+		case m.From == "":
+			return errors.New("store: message without an author")
+		case m.Kind == Post && m.Channel == "":
+			return errors.New("store: post without a channel")
+		case m.Kind == Direct && m.To == "":
+			return errors.New("store: direct message without a recipient")
+		case m.Kind != Post && m.Kind != Direct:
+			return fmt.Errorf("store: unknown message kind %q", m.Kind)
+		}
+	}
+	return nil
+}
+
+// copyWithTime returns ch with its value copied (so the caller may reuse
+// it) and a zero Timestamp replaced by now.
+func (ch Change) copyWithTime(now time.Time) Change {
+	switch {
+	case ch.Login != nil:
+		l := *ch.Login
+		if l.Timestamp.IsZero() {
+			l.Timestamp = now
+		}
+		ch.Login = &l
+	case ch.Channel != nil:
+		c := *ch.Channel
+		if c.Timestamp.IsZero() {
+			c.Timestamp = now
+		}
+		ch.Channel = &c
+	case ch.Message != nil:
+		m := *ch.Message
+		m.ID = 0
+		if m.Timestamp.IsZero() {
+			m.Timestamp = now
+		}
+		ch.Message = &m
+	}
+	return ch
+}
+
+// Stats counts the work of the writer since Open.
+type Stats struct {
+	Commits int64 // fsyncs of the change log: each made a group of changes durable
+	Changes int64 // changes acknowledged (including failed checks)
+}
+
+// Store is the durable store of one chat server. It is safe for concurrent use.
+type Store struct {
+	cfg   Config
+	wdb   *sql.DB     // the indexer's connection to SQLite
+	stmts *statements // the indexer's prepared statements
+	rdb   *sql.DB     // the read-only pool
+
+	stop    chan struct{}  // closed by Close: the writer drains its queue and returns
+	queue   chan *request  // changes waiting for the writer
+	toSync  chan syncBatch // appended batches waiting for the syncer
+	toIndex chan []*entry  // durable entries waiting for the indexer
+	indexed chan struct{}  // closed when the indexer (the last goroutine) has returned
+
+	// closeMu makes Close and the enqueueing in Apply exclusive, so that
+	// once Close has set closed no change enters the queue.
+	closeMu sync.RWMutex
+	closed  bool
+
+	// The writer's own state: only the writer goroutine touches it.
+	logDir      string
+	seg         *os.File // the segment being written
+	segSize     int64
+	buf         []byte
+	lastLSN     uint64 // LSN of the last entry checked
+	lastWritten uint64 // LSN of the last entry written to a segment
+	nextID      int64  // id of the last message appended
+	wUsers      map[string]bool
+	wChannels   map[string]bool
+
+	segMu     sync.Mutex
+	segFirsts []uint64 // first LSN of each segment not yet deleted
+
+	keysMu   sync.Mutex
+	keys     map[string]*pendingKey
+	keyOrder []keyAge
+
+	broken atomic.Pointer[error] // set when a write or fsync failed
+
+	// mu guards users and channels: what is durable. Only the syncer changes them.
+	mu       sync.RWMutex
+	users    map[string]bool
+	channels map[string]bool
+
+	ackedLSN   atomic.Uint64 // last LSN acknowledged to a caller
+	indexMu    sync.Mutex
+	indexCond  *sync.Cond
+	indexedLSN uint64 // last LSN in SQLite
+	indexDone  bool   // the indexer has stopped: nobody waits for it
+
+	messages atomic.Int64 // number of stored messages
+	commits  atomic.Int64
+	changes  atomic.Int64
+
+	lastPrune time.Time // when the indexer last pruned request keys
+
+	testHookBatch atomic.Pointer[func()] // called by the writer before each batch (tests only)
+}
+
+// Open opens (or creates) the store at cfg.Path, applies to SQLite what the
+// change log holds beyond it, loads the users and channels, and starts the
+// writer, syncer and indexer goroutines.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	s := &Store{
+		cfg:      cfg,
+		stop:     make(chan struct{}),
+		queue:    make(chan *request, cfg.MaxBatch),
+		toSync:   make(chan syncBatch, 4),
+		toIndex:  make(chan []*entry, 256),
+		indexed:  make(chan struct{}),
+		logDir:   cfg.Path + "-log",
+		users:    make(map[string]bool),
+		channels: make(map[string]bool),
+		keys:     make(map[string]*pendingKey),
+	}
+	s.indexCond = sync.NewCond(&s.indexMu)
+	if err := s.openSQLite(); err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", cfg.Path, err)
+	}
+	if err := s.recover(); err != nil {
+		s.wdb.Close()
+		s.rdb.Close()
+		return nil, fmt.Errorf("store: recover %s: %w", cfg.Path, err)
+	}
+	go s.run()
+	go s.syncer()
+	go s.indexer()
+	return s, nil
+}
+
+// openSQLite opens the indexer's connection and the read pool.
+func (s *Store) openSQLite() error {
+	wdb, err := sql.Open("sqlite", dsn(s.cfg.Path, false))
+	if err != nil {
+		return err
+	}
+	wdb.SetMaxOpenConns(1) // one writer
+	if _, err := wdb.Exec(schema); err != nil {
+		wdb.Close()
+		return err
+	}
+	if s.stmts, err = prepare(wdb); err != nil {
+		wdb.Close()
+		return err
+	}
+	// The read-only pool is opened after the writer has created the file
+	// and switched it to WAL.
+	rdb, err := sql.Open("sqlite", dsn(s.cfg.Path, true))
+	if err != nil {
+		wdb.Close()
+		return err
+	}
+	rdb.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	s.wdb, s.rdb = wdb, rdb
+	return nil
+}
+
+// recover applies the log entries SQLite lacks, deletes the log, loads the
+// in-memory state and starts a fresh log segment.
+func (s *Store) recover() error {
+	if err := os.MkdirAll(s.logDir, 0o755); err != nil {
+		return err
+	}
+	var applied int64
+	if err := s.wdb.QueryRow("SELECT coalesce((SELECT value FROM meta WHERE key = 'applied_lsn'), 0)").Scan(&applied); err != nil {
+		return err
+	}
+	s.lastLSN = uint64(applied)
+	firsts, err := segments(s.logDir)
+	if err != nil {
+		return err
+	}
+	var pending []*entry
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		err := s.index(pending)
+		pending = pending[:0]
+		return err
+	}
+	for _, first := range firsts {
+		err := readSegment(filepath.Join(s.logDir, segmentName(first)), func(e *entry) error {
+			if e.LSN <= s.lastLSN {
+				return nil // in SQLite already
+			}
+			s.lastLSN = e.LSN
+			if pending = append(pending, e); len(pending) >= s.cfg.IndexBatch {
+				return flush()
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for _, first := range firsts { // all of it is in SQLite now
+		if err := os.Remove(filepath.Join(s.logDir, segmentName(first))); err != nil {
+			return err
+		}
+	}
+	if err := s.load(); err != nil {
+		return err
+	}
+	s.indexedLSN = s.lastLSN
+	s.ackedLSN.Store(s.lastLSN)
+	s.wUsers, s.wChannels = maps.Clone(s.users), maps.Clone(s.channels)
+	s.lastWritten = s.lastLSN
+	s.seg, err = createSegment(s.logDir, s.lastLSN+1, s.cfg.SegmentSize)
+	if err != nil {
+		return err
+	}
+	s.segFirsts = []uint64{s.lastLSN + 1}
+	return nil
+}
+
+// dsn returns the driver's data source name for the file at path.
+func dsn(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	if readOnly {
+		q.Set("mode", "ro")
+	} else {
+		q.Add("_pragma", "journal_mode(WAL)")
+		// The indexer's commits do not fsync: the change log holds the
+		// same entries, and SQLite's log is fsynced before any segment
+		// of ours is deleted (syncSQLite).
+		q.Add("_pragma", "synchronous(NORMAL)")
+		q.Set("_txlock", "immediate")
+	}
+	u := url.URL{Scheme: "file", Path: path, RawQuery: q.Encode()}
+	if path[0] != '/' {
+		u.Opaque = url.PathEscape(path) // a relative path: "file:chat.db?..."
+	}
+	return u.String()
+}
+
+// load reads the users, the channels and the number of messages.
+func (s *Store) load() error {
+	for table, set := range map[string]map[string]bool{"users": s.users, "channels": s.channels} {
+		rows, err := s.wdb.Query("SELECT name FROM " + table)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var name string
+			if err := rows.Scan(&name); err != nil {
+				rows.Close()
+				return err
+			}
+			set[name] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	var n, maxID int64
+	if err := s.wdb.QueryRow("SELECT count(*), coalesce(max(id), 0) FROM messages").Scan(&n, &maxID); err != nil {
+		return err
+	}
+	s.messages.Store(n)
+	s.nextID = maxID
+	return nil
+}
+
+// Close stops the writer after every change already queued is durable and
+// indexed, deletes the log (SQLite holds all of it) and closes the
+// database. Apply called after Close returns ErrClosed.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+
+	close(s.stop)
+	<-s.indexed // the writer, then the syncer, then the indexer have returned
+	errs := []error{s.seg.Close()}
+	if s.failure() == nil && s.syncSQLite() == nil {
+		s.segMu.Lock()
+		for _, first := range s.segFirsts {
+			errs = append(errs, os.Remove(filepath.Join(s.logDir, segmentName(first))))
+		}
+		s.segMu.Unlock()
+	}
+	return errors.Join(append(errs, s.wdb.Close(), s.rdb.Close())...)
+}
+
+// isClosed reports whether Close has been called.
+func (s *Store) isClosed() bool {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	return s.closed
+}
+
+// Apply queues ch, waits until it is committed to disk, and returns the message ID (0 for non-messages).
+//
+// If a state check fails, Apply returns ErrChannelExists, ErrNoChannel or
+// ErrNoUser and nothing but the request key is stored. If ctx ends while the
+// change is still queued, Apply returns ctx.Err() and the change is not
+// applied; once the writer has taken it, Apply waits for the commit.
+func (s *Store) Apply(ctx context.Context, ch Change) (int64, error) {
+	if err := ch.validate(); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	r := &request{change: ch.copyWithTime(time.Now()), done: make(chan struct{})}
+
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return 0, ErrClosed
+	}
+	select {
+	case s.queue <- r:
+		s.closeMu.RUnlock()
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return 0, ctx.Err()
+	}
+
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		if r.cancel() {
+			return 0, ctx.Err()
+		}
+		<-r.done // the writer has it: wait for the outcome
+	}
+	return r.id, r.err
+}
+
+// Replay returns the reply stored under a request key, if the key was
+// applied within the last Config.RequestKeyTTL.
+func (s *Store) Replay(key string) (reply []byte, ok bool) {
+	if s.isClosed() {
+		return nil, false
+	}
+	if reply, ok := s.durableKey(key); ok {
+		if reply == nil {
+			reply = []byte{}
+		}
+		return reply, true
+	}
+	err := s.rdb.QueryRow("SELECT reply FROM requests WHERE request_key = ? AND created_ms >= ?",
+		key, s.keyCutoff(time.Now())).Scan(&reply)
+	if err != nil {
+		return nil, false
+	}
+	if reply == nil {
+		reply = []byte{} // stored, but empty
+	}
+	return reply, true
+}
+
+// keyCutoff returns the creation time (Unix ms) before which request keys
+// are forgotten.
+func (s *Store) keyCutoff(now time.Time) int64 {
+	return now.Add(-s.cfg.RequestKeyTTL).UnixMilli()
+}
+
+// HasUser reports whether name has ever logged in.
+func (s *Store) HasUser(name string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.users[name]
+}
+
+// HasChannel reports whether the channel exists.
+func (s *Store) HasChannel(name string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.channels[name]
+}
+
+// Users returns the names of all users, sorted.
+func (s *Store) Users() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return sortedKeys(s.users)
+}
+
+// Channels returns the names of all channels, sorted.
+func (s *Store) Channels() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return sortedKeys(s.channels)
+}
+
+// sortedKeys returns the keys of set in increasing order.
+func sortedKeys(set map[string]bool) []string {
+	names := make([]string, 0, len(set))
+	for name := range set {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Stats returns the writer's counters.
+func (s *Store) Stats() Stats {
+	return Stats{Commits: s.commits.Load(), Changes: s.changes.Load()}
+}
+
+// History limits.
+const (
+	DefaultHistoryLimit = 50
+	MaxHistoryLimit     = 500
+)
+
+// HistoryQuery selects a page of messages.
+type HistoryQuery struct {
+	Channel    string // a channel's posts, or
+	User, Peer string // the DM conversation between User and Peer (both directions)
+	Limit      int    // default 50, max 500
+	Before     int64  // only messages with ID < Before (0: newest)
+}
+
+// History returns matching messages oldest first (the newest Limit of them before Before).
+func (s *Store) History(ctx context.Context, q HistoryQuery) ([]Message, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	s.waitIndexed()
+	limit := q.Limit
+	if limit <= 0 {
+		limit = DefaultHistoryLimit
+	}
+	limit = min(limit, MaxHistoryLimit)
+	before := q.Before
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+
+	const columns = "SELECT id, kind, coalesce(channel, ''), sender, coalesce(recipient, ''), text, ts_ms, clock FROM messages "
+	var rows *sql.Rows
+	var err error
+	switch {
+	case q.Channel != "" && q.User == "" && q.Peer == "":
+		rows, err = s.rdb.QueryContext(ctx, columns+
+			"WHERE channel = ? AND id < ? ORDER BY id DESC LIMIT ?",
+			q.Channel, before, limit)
+	case q.Channel == "" && q.User != "" && q.Peer != "":
+		low, high := pair(q.User, q.Peer)
+		rows, err = s.rdb.QueryContext(ctx, columns+
+			"WHERE dm_low = ? AND dm_high = ? AND id < ? ORDER BY id DESC LIMIT ?",
+			low, high, before, limit)
+	default:
+		return nil, errors.New("store: history needs either Channel or both User and Peer")
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+
+	var msgs []Message
+	for rows.Next() {
+		var m Message
+		var ms, clock int64
+		if err := rows.Scan(&m.ID, &m.Kind, &m.Channel, &m.From, &m.To, &m.Text, &ms, &clock); err != nil {
+			return nil, err
+		}
+		m.Timestamp = fromMillis(ms)
+		m.Clock = uint64(clock)
+		msgs = append(msgs, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	slices.Reverse(msgs) // newest first from SQL, oldest first for the caller
+	return msgs, nil
+}
+
+// Logins returns every login of user, oldest first.
+func (s *Store) Logins(ctx context.Context, user string) ([]Login, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	s.waitIndexed()
+	rows, err := s.rdb.QueryContext(ctx, "SELECT ts_ms FROM logins WHERE user = ? ORDER BY id", user)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var logins []Login
+	for rows.Next() {
+		var ms int64
+		if err := rows.Scan(&ms); err != nil {
+			return nil, err
+		}
+		logins = append(logins, Login{User: user, Timestamp: fromMillis(ms)})
+	}
+	return logins, rows.Err()
+}
+
+// Count returns the number of stored messages. It is kept in memory, so it
+// costs nothing; ctx is unused.
+func (s *Store) Count(ctx context.Context) (int64, error) {
+	if s.isClosed() {
+		return 0, ErrClosed
+	}
+	return s.messages.Load(), nil
+}
+
+// pair returns the two names of a DM conversation in a fixed order, so that
+// both directions share one key.
+func pair(a, b string) (low, high string) {
+	if a < b {
+		return a, b
+	}
+	return b, a
+}
+
+// fromMillis converts stored Unix milliseconds to a UTC time.
+func fromMillis(ms int64) time.Time {
+	return time.UnixMilli(ms).UTC()
+}
