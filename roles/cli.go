@@ -154,6 +154,8 @@ func serverCommand() *cli.Command {
 			intFlag("workers", d.Workers, "requests served concurrently"),
 			durationFlag("heartbeat-interval", d.HeartbeatInterval, "how often the server tells the broker it is alive"),
 			durationFlag("broker-timeout", d.BrokerTimeout, "broker silence after which the server reconnects"),
+			floatFlag("rate-limit", d.RateLimit.Rate, "requests per second allowed to each direct client (0: no limit)"),
+			intFlag("rate-burst", d.RateLimit.Burst, "requests a direct client may send at once above the rate"),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -169,6 +171,7 @@ func serverCommand() *cli.Command {
 			cfg.Workers = c.Int("workers")
 			cfg.HeartbeatInterval = c.Duration("heartbeat-interval")
 			cfg.BrokerTimeout = c.Duration("broker-timeout")
+			cfg.RateLimit.Rate, cfg.RateLimit.Burst = c.Float64("rate-limit"), c.Int("rate-burst")
 			if err := cfg.Validate(); err != nil {
 				return usage(err)
 			}
@@ -197,6 +200,8 @@ func brokerCommand() *cli.Command {
 			durationFlag("heartbeat-interval", d.HeartbeatInterval, "how often servers are told the broker is alive"),
 			durationFlag("server-timeout", d.ServerTimeout, "silence after which a server gets no more requests"),
 			durationFlag("request-timeout", d.RequestTimeout, "wait after which a request is answered with an error"),
+			floatFlag("rate-limit", d.RateLimit.Rate, "requests per second allowed to each client (0: no limit)"),
+			intFlag("rate-burst", d.RateLimit.Burst, "requests a client may send at once above the rate"),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -208,7 +213,9 @@ func brokerCommand() *cli.Command {
 				HeartbeatInterval: c.Duration("heartbeat-interval"),
 				ServerTimeout:     c.Duration("server-timeout"),
 				RequestTimeout:    c.Duration("request-timeout"),
+				RateLimit:         d.RateLimit,
 			}
+			cfg.RateLimit.Rate, cfg.RateLimit.Burst = c.Float64("rate-limit"), c.Int("rate-burst")
 			if err := cfg.Validate(); err != nil {
 				return usage(err)
 			}
@@ -265,7 +272,7 @@ func botCommand() *cli.Command {
 			intFlag("count", d.Count, "bots to run in this process"),
 			stringFlag("server", "tcp://localhost:5555", "request endpoint(s), comma-separated"),
 			stringFlag("sub", "tcp://localhost:5558", "the broker's publish-out endpoint (empty: do not subscribe)"),
-			floatFlag("rate", d.Rate, "messages per second per bot (0: as fast as replies come)"),
+			floatFlag("rate", d.Rate, "messages per second per bot (0: as fast as replies come, for load tests)"),
 			durationFlag("duration", 0, "how long to run (0: until interrupted)"),
 			durationFlag("stats-every", d.StatsEvery, "period of the live stat line"),
 		},

@@ -42,6 +42,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Count:          1,
+		Rate:           1, // a person's pace; the load generator uses 0
 		Servers:        []string{"tcp://localhost:5555"},
 		Sub:            "tcp://localhost:5558",
 		StatsEvery:     5 * time.Second,

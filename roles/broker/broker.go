@@ -23,6 +23,7 @@ import (
 
 	"chat/clock"
 	"chat/logging"
+	"chat/ratelimit"
 	"chat/transport"
 )
 
@@ -33,9 +34,10 @@ type Config struct {
 	PubIn  string // servers publish here (SUB subscribed to everything)
 	PubOut string // clients subscribe here (XPUB)
 
-	HeartbeatInterval time.Duration // how often servers are told the broker is alive
-	ServerTimeout     time.Duration // silence after which a server gets no more requests
-	RequestTimeout    time.Duration // wait after which a request is answered with an error
+	HeartbeatInterval time.Duration    // how often servers are told the broker is alive
+	ServerTimeout     time.Duration    // silence after which a server gets no more requests
+	RequestTimeout    time.Duration    // wait after which a request is answered with an error
+	RateLimit         ratelimit.Config // requests per second per client
 }
 
 // DefaultConfig returns the well-known ports of the standard.
@@ -48,6 +50,7 @@ func DefaultConfig() Config {
 		HeartbeatInterval: time.Second,
 		ServerTimeout:     3 * time.Second,
 		RequestTimeout:    10 * time.Second,
+		RateLimit:         ratelimit.DefaultConfig(),
 	}
 }
 
@@ -61,7 +64,7 @@ func (c Config) Validate() error {
 	case c.RequestTimeout <= 0:
 		return errors.New("broker: request timeout must be positive")
 	}
-	return nil
+	return c.RateLimit.Validate()
 }
 
 // Broker is a running broker.

@@ -12,6 +12,7 @@ import (
 
 	"chat/clock"
 	"chat/proto"
+	"chat/ratelimit"
 	"chat/transport"
 )
 
@@ -30,12 +31,13 @@ type router struct {
 	lamport     *clock.Lamport
 	front, back zmq4.Socket
 	table       *table
+	limiter     *ratelimit.Limiter
 	live        atomic.Pointer[[]string] // snapshot of table.live() for other goroutines
 }
 
 func newRouter(cfg Config, log *slog.Logger, lamport *clock.Lamport, front, back zmq4.Socket) *router {
 	return &router{cfg: cfg, log: log, lamport: lamport, front: front, back: back,
-		table: newTable(cfg.ServerTimeout, cfg.RequestTimeout)}
+		table: newTable(cfg.ServerTimeout, cfg.RequestTimeout), limiter: ratelimit.New(cfg.RateLimit)}
 }
 
 // run routes until ctx ends. The readers stop when the sockets are closed.
@@ -92,9 +94,14 @@ func (r *router) request(m zmq4.Msg) {
 	if err != nil {
 		return
 	}
-	p, ok := r.table.assign(req.Route, req.Body, time.Now())
+	now := time.Now()
+	if !r.limiter.Allow(string(req.Route[0]), now) {
+		r.fail(req.Route, req.Body, false, fmt.Sprintf("rate limit: at most %g requests per second per client; slow down", r.cfg.RateLimit.Rate))
+		return
+	}
+	p, ok := r.table.assign(req.Route, req.Body, now)
 	if !ok {
-		r.fail(req.Route, req.Body, "no server is available right now; try again")
+		r.fail(req.Route, req.Body, true, "no server is available right now; try again")
 		return
 	}
 	frames := make([][]byte, 0, len(req.Route)+3)
@@ -103,7 +110,7 @@ func (r *router) request(m zmq4.Msg) {
 	frames = append(frames, req.Body)
 	if err := r.back.Send(zmq4.NewMsgFrom(frames...)); err != nil {
 		r.table.complete(p.seq)
-		r.fail(req.Route, req.Body, fmt.Sprintf("server %s could not be reached; try again", p.server))
+		r.fail(req.Route, req.Body, true, fmt.Sprintf("server %s could not be reached; try again", p.server))
 	}
 }
 
@@ -138,20 +145,23 @@ func (r *router) expire(now time.Time) {
 		r.log.Warn("server stopped answering, taken out", "server", s, "live", len(r.table.live()))
 	}
 	for _, p := range lost {
-		r.fail(p.route, p.body, fmt.Sprintf("server %s did not answer; the request may not have been applied; retry it (with the same request_id)", p.server))
+		r.fail(p.route, p.body, true, fmt.Sprintf("server %s did not answer; the request may not have been applied; retry it (with the same request_id)", p.server))
 	}
 }
 
-// fail answers a request with an error the broker makes itself. The reply
-// carries "retry": true (extension) so a client knows to try again.
-func (r *router) fail(route [][]byte, body []byte, why string) {
+// fail answers a request with an error the broker makes itself. With
+// retry, the reply carries "retry": true (extension): the request was not
+// served and may be sent again at once.
+func (r *router) fail(route [][]byte, body []byte, retry bool, why string) {
 	service := proto.ErrorService
 	if env, err := proto.Decode(body); err == nil {
 		service = env.Service
 		r.lamport.Observe(env.Data.Clock())
 	}
 	reply := proto.ErrorReply(service, why)
-	reply.Data["retry"] = true
+	if retry {
+		reply.Data["retry"] = true
+	}
 	out := reply.Stamp(time.Now(), r.lamport.Tick()).Encode()
 	frames := append(append([][]byte{}, route...), out)
 	r.front.Send(zmq4.NewMsgFrom(frames...))

@@ -39,6 +39,17 @@ func (h *Handler) Handle(ctx context.Context, frame []byte) (reply []byte, pubs 
 	return env.Stamp(h.Clock.Now(), h.Lamport.Tick()).Encode(), pubs
 }
 
+// Refuse answers a request frame with an error without serving it (the
+// client is over its rate limit).
+func (h *Handler) Refuse(frame []byte, why string) []byte {
+	service := proto.ErrorService
+	if env, err := proto.Decode(frame); err == nil {
+		service = env.Service
+		h.Lamport.Observe(env.Data.Clock())
+	}
+	return proto.ErrorReply(service, why).Stamp(h.Clock.Now(), h.Lamport.Tick()).Encode()
+}
+
 // serve runs a valid request.
 func (h *Handler) serve(ctx context.Context, req proto.Request) (proto.Envelope, []proto.Publication) {
 	switch req.Service {

@@ -23,6 +23,7 @@ import (
 	"chat/clock"
 	"chat/logging"
 	"chat/proto"
+	"chat/ratelimit"
 	"chat/store"
 	"chat/transport"
 )
@@ -37,12 +38,13 @@ type Config struct {
 	ClockSkew  time.Duration
 	Clock      clock.Source // physical time source (nil: the system clock)
 
-	Workers           int           // requests served concurrently
-	Limits            proto.Limits  // request validation limits
-	HeartbeatInterval time.Duration // how often the server tells the broker it is alive
-	BrokerTimeout     time.Duration // broker silence after which the link is re-dialed
-	DialTimeout       time.Duration // bound on one connection attempt
-	PublishQueue      int           // publications buffered while the broker is away
+	Workers           int              // requests served concurrently
+	Limits            proto.Limits     // request validation limits
+	HeartbeatInterval time.Duration    // how often the server tells the broker it is alive
+	BrokerTimeout     time.Duration    // broker silence after which the link is re-dialed
+	DialTimeout       time.Duration    // bound on one connection attempt
+	PublishQueue      int              // publications buffered while the broker is away
+	RateLimit         ratelimit.Config // requests per second per direct client
 }
 
 // DefaultConfig returns the defaults for a server called name.
@@ -59,6 +61,7 @@ func DefaultConfig(name string) Config {
 		BrokerTimeout:     3 * time.Second,
 		DialTimeout:       2 * time.Second,
 		PublishQueue:      4096,
+		RateLimit:         ratelimit.DefaultConfig(),
 	}
 }
 
@@ -82,7 +85,7 @@ func (c Config) Validate() error {
 	case c.PublishQueue < 1:
 		return errors.New("server: publish queue must hold at least 1")
 	}
-	return nil
+	return c.RateLimit.Validate()
 }
 
 // job is one request to serve and the way back to its sender.
@@ -99,9 +102,10 @@ type Server struct {
 	lamport *clock.Lamport
 	handler *Handler
 
-	front zmq4.Socket
-	jobs  chan job
-	pubs  chan proto.Publication
+	front   zmq4.Socket
+	limiter *ratelimit.Limiter
+	jobs    chan job
+	pubs    chan proto.Publication
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -137,6 +141,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		jobs:    make(chan job, cfg.Workers),
 		pubs:    make(chan proto.Publication, cfg.PublishQueue),
 		cancel:  cancel,
+		limiter: ratelimit.New(cfg.RateLimit),
 	}
 	s.handler = &Handler{Store: st, Lamport: lamport, Clock: clock.NewPhysical(cfg.Clock, cfg.ClockSkew), Limits: cfg.Limits, Log: log}
 
@@ -188,6 +193,11 @@ func (s *Server) readFront(ctx context.Context) {
 		r, err := transport.SplitRoute(msg.Frames)
 		if err != nil {
 			continue // nothing to answer to
+		}
+		if !s.limiter.Allow(string(msg.Frames[0]), time.Now()) {
+			s.front.Send(r.Reply(s.handler.Refuse(r.Body, fmt.Sprintf(
+				"rate limit: at most %g requests per second per client; slow down", s.cfg.RateLimit.Rate))))
+			continue
 		}
 		select {
 		case s.jobs <- job{req: r, reply: s.front.Send}:

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"chat/roles/bot"
 	"chat/roles/broker"
@@ -78,6 +79,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 		}
 		defer srv.Close()
 		fmt.Fprintf(out, "%-8s direct requests %s, data in %s\n", name, srv.Addr(), sc.DataDir)
+	}
+	for len(b.LiveServers()) < len(cfg.Servers) && ctx.Err() == nil { // until the broker routes to them all
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	fmt.Fprintf(out, "try:     chat client --server %s --sub %s\n", b.FrontAddr(), b.PubOutAddr())
 	fmt.Fprintln(out, "Ctrl-C stops everything.")
