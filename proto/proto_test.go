@@ -168,5 +168,12 @@ func FuzzParseRequest(f *testing.F) {
 		if r.Service == "" {
 			t.Fatalf("accepted request without service")
 		}
+		// The fast reader and the general one agree on what a frame is.
+		if len(b) <= lim.MaxRequest {
+			env, err := Decode(b)
+			if err != nil || env.Service != r.Service {
+				t.Fatalf("ParseRequest accepted %x as %q; Decode says %q, %v", b, r.Service, env.Service, err)
+			}
+		}
 	})
 }

@@ -61,134 +61,18 @@ func (r Request) Author() string {
 	return r.User
 }
 
-// ParseRequest decodes and validates a client request frame. Every problem
-// is an *Error whose description says what to fix.
-func ParseRequest(frame []byte, lim Limits) (Request, error) {
-	if lim.MaxRequest > 0 && len(frame) > lim.MaxRequest {
-		return Request{}, Errorf(ErrorService, "request is %d bytes, the limit is %d", len(frame), lim.MaxRequest)
-	}
-	env, err := Decode(frame)
-	if err != nil {
-		return Request{}, err
-	}
-	return ParseEnvelope(env, lim)
-}
-
-// ParseEnvelope validates a decoded envelope as a client request.
-func ParseEnvelope(env Envelope, lim Limits) (Request, error) {
-	svc, d := env.Service, env.Data
-	r := Request{Service: svc, Clock: d.Clock()}
-	r.Timestamp, _ = d.Timestamp()
-	var err error
-	if r.RequestID, _, err = d.String(svc, "request_id"); err != nil {
-		return r, err
-	}
-	if len(r.RequestID) > 128 {
-		return r, Errorf(svc, "field \"request_id\" is longer than 128 bytes")
-	}
-	p := fieldParser{svc: svc, d: d, lim: lim}
-	switch svc {
-	case Login:
-		r.User = p.name("user")
-	case Users, Channels:
-	case Channel:
-		r.Channel = p.name("channel")
-	case Publish:
-		r.User = p.name("user")
-		r.Channel = p.name("channel")
-		r.Text = p.text("message")
-	case Message:
-		r.Src = p.name("src")
-		r.Dst = p.name("dst")
-		r.Text = p.text("message")
-	case History:
-		if _, has := d["channel"]; has {
-			r.Channel = p.name("channel")
-		} else {
-			r.User = p.name("user")
-			r.Peer = p.name("peer")
-		}
-		r.Limit = p.limit()
-		r.Before = p.optionalInt("before")
-	default:
-		return r, Errorf(svc, "unknown service %q", svc)
-	}
-	return r, p.err
-}
-
-// fieldParser reads fields one by one and keeps the first error, so a
-// service's parse reads as a list of its fields.
-type fieldParser struct {
-	svc string
-	d   Data
-	lim Limits
-	err error
-}
-
-func (p *fieldParser) fail(format string, args ...any) {
-	if p.err == nil {
-		p.err = Errorf(p.svc, format, args...)
-	}
-}
-
-func (p *fieldParser) required(key string) string {
-	s, ok, err := p.d.String(p.svc, key)
+// validText checks message text: not empty, at most max bytes, UTF-8. It
+// returns what is wrong ("" when nothing), to follow the field's name.
+func validText(s string, max int) string {
 	switch {
-	case err != nil:
-		if p.err == nil {
-			p.err = err
-		}
-	case !ok:
-		p.fail("field %q is required", key)
-	}
-	return s
-}
-
-func (p *fieldParser) name(key string) string {
-	s := p.required(key)
-	if p.err == nil {
-		if err := ValidName(s, p.lim.MaxName); err != nil {
-			p.fail("field %q: %v", key, err)
-		}
-	}
-	return s
-}
-
-func (p *fieldParser) text(key string) string {
-	s := p.required(key)
-	switch {
-	case p.err != nil:
 	case s == "":
-		p.fail("field %q is empty", key)
-	case p.lim.MaxMessage > 0 && len(s) > p.lim.MaxMessage:
-		p.fail("field %q is %d bytes, the limit is %d", key, len(s), p.lim.MaxMessage)
+		return "is empty"
+	case max > 0 && len(s) > max:
+		return fmt.Sprintf("is %d bytes, the limit is %d", len(s), max)
 	case !utf8.ValidString(s):
-		p.fail("field %q is not valid UTF-8", key)
+		return "is not valid UTF-8"
 	}
-	return s
-}
-
-func (p *fieldParser) optionalInt(key string) int64 {
-	n, _, err := p.d.Int(p.svc, key)
-	if err != nil && p.err == nil {
-		p.err = err
-	}
-	if n < 0 {
-		p.fail("field %q must not be negative", key)
-	}
-	return n
-}
-
-func (p *fieldParser) limit() int {
-	n := p.optionalInt("limit")
-	switch {
-	case n == 0:
-		return p.lim.DefaultHistory
-	case n > int64(p.lim.MaxHistoryLimit):
-		p.fail("field \"limit\" is %d, the largest allowed is %d", n, p.lim.MaxHistoryLimit)
-		return 0
-	}
-	return int(n)
+	return ""
 }
 
 // ValidName checks a user or channel name: 1 to max characters, no

@@ -220,6 +220,9 @@ func (s *Server) work(ctx context.Context) {
 			if err := j.reply(j.req.Reply(reply)); err != nil {
 				s.log.Debug("reply not delivered", "err", err)
 			}
+			if s.cfg.BrokerPub == "" {
+				continue // publishing nowhere
+			}
 			for _, p := range pubs {
 				select {
 				case s.pubs <- p:
