@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -17,8 +18,10 @@ import (
 )
 
 // router moves requests from the front socket to live servers on the back
-// socket and replies the other way. One goroutine (run) owns the table;
-// two readers feed it.
+// socket and replies the other way. Each socket's reader routes what it
+// reads itself (no hand-over to another goroutine on the request path);
+// run sends heartbeats and takes out silent servers. The table is shared
+// under mu.
 //
 // On the back socket a request travels as [server][seq][client route...][body]
 // and its reply comes back as [server][seq][client route...][reply], where
@@ -30,9 +33,11 @@ type router struct {
 	log         *slog.Logger
 	lamport     *clock.Lamport
 	front, back zmq4.Socket
-	table       *table
 	limiter     *ratelimit.Limiter
-	live        atomic.Pointer[[]string] // snapshot of table.live() for other goroutines
+
+	mu    sync.Mutex
+	table *table
+	live  atomic.Pointer[[]string] // snapshot of table.live() for other goroutines
 }
 
 func newRouter(cfg Config, log *slog.Logger, lamport *clock.Lamport, front, back zmq4.Socket) *router {
@@ -40,14 +45,13 @@ func newRouter(cfg Config, log *slog.Logger, lamport *clock.Lamport, front, back
 		table: newTable(cfg.ServerTimeout, cfg.RequestTimeout), limiter: ratelimit.New(cfg.RateLimit)}
 }
 
-// run routes until ctx ends. The readers stop when the sockets are closed.
+// run routes until ctx ends. The readers stop when Broker.Close closes
+// the sockets.
 func (r *router) run(ctx context.Context) {
-	fromFront := make(chan zmq4.Msg, 256)
-	fromBack := make(chan zmq4.Msg, 256)
-	done := make(chan struct{}, 2)
-	go read(ctx, r.front, fromFront, done)
-	go read(ctx, r.back, fromBack, done)
-	defer func() { <-done; <-done }() // the readers end once Broker.Close closes the sockets
+	var readers sync.WaitGroup
+	defer readers.Wait()
+	readers.Go(func() { read(ctx, r.front, r.request) })
+	readers.Go(func() { read(ctx, r.back, r.fromServer) })
 
 	tick := time.NewTicker(r.cfg.HeartbeatInterval)
 	defer tick.Stop()
@@ -56,12 +60,11 @@ func (r *router) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case m := <-fromFront:
-			r.request(m)
-		case m := <-fromBack:
-			r.fromServer(m)
 		case now := <-tick.C:
-			for _, s := range r.table.live() {
+			r.mu.Lock()
+			live := r.table.live()
+			r.mu.Unlock()
+			for _, s := range live {
 				r.back.Send(zmq4.NewMsgFrom([]byte(s), heartbeat))
 			}
 			r.expire(now)
@@ -69,9 +72,8 @@ func (r *router) run(ctx context.Context) {
 	}
 }
 
-// read forwards every message of sock to out until ctx ends.
-func read(ctx context.Context, sock zmq4.Socket, out chan<- zmq4.Msg, done chan<- struct{}) {
-	defer func() { done <- struct{}{} }()
+// read hands every message of sock to handle until ctx ends.
+func read(ctx context.Context, sock zmq4.Socket, handle func(zmq4.Msg)) {
 	for {
 		m, err := sock.Recv()
 		if ctx.Err() != nil {
@@ -80,11 +82,7 @@ func read(ctx context.Context, sock zmq4.Socket, out chan<- zmq4.Msg, done chan<
 		if err != nil {
 			continue // a peer went away
 		}
-		select {
-		case out <- m:
-		case <-ctx.Done():
-			return
-		}
+		handle(m)
 	}
 }
 
@@ -99,7 +97,9 @@ func (r *router) request(m zmq4.Msg) {
 		r.fail(req.Route, req.Body, false, fmt.Sprintf("rate limit: at most %g requests per second per client; slow down", r.cfg.RateLimit.Rate))
 		return
 	}
+	r.mu.Lock()
 	p, ok := r.table.assign(req.Route, req.Body, now)
+	r.mu.Unlock()
 	if !ok {
 		r.fail(req.Route, req.Body, true, "no server is available right now; try again")
 		return
@@ -109,7 +109,9 @@ func (r *router) request(m zmq4.Msg) {
 	frames = append(frames, req.Route...)
 	frames = append(frames, req.Body)
 	if err := r.back.Send(zmq4.NewMsgFrom(frames...)); err != nil {
+		r.mu.Lock()
 		r.table.complete(p.seq)
+		r.mu.Unlock()
 		r.fail(req.Route, req.Body, true, fmt.Sprintf("server %s could not be reached; try again", p.server))
 	}
 }
@@ -120,14 +122,17 @@ func (r *router) fromServer(m zmq4.Msg) {
 		return
 	}
 	server := string(m.Frames[0])
+	r.mu.Lock()
 	if r.table.heard(server, time.Now()) {
 		r.publishLive()
 		r.log.Info("server joined", "server", server, "live", len(r.table.live()))
 	}
-	if len(m.Frames) < 4 || len(m.Frames[1]) != 8 {
-		return // a heartbeat (or nothing we sent)
+	var p *pending
+	ok := false
+	if len(m.Frames) >= 4 && len(m.Frames[1]) == 8 { // else a heartbeat (or nothing we sent)
+		p, ok = r.table.complete(binary.BigEndian.Uint64(m.Frames[1]))
 	}
-	p, ok := r.table.complete(binary.BigEndian.Uint64(m.Frames[1]))
+	r.mu.Unlock()
 	if !ok {
 		return // answered already with an error: too late
 	}
@@ -137,12 +142,15 @@ func (r *router) fromServer(m zmq4.Msg) {
 
 // expire takes out silent servers and answers the requests they held.
 func (r *router) expire(now time.Time) {
+	r.mu.Lock()
 	gone, lost := r.table.expire(now)
 	if len(gone) > 0 {
 		r.publishLive()
 	}
+	live := len(r.table.live())
+	r.mu.Unlock()
 	for _, s := range gone {
-		r.log.Warn("server stopped answering, taken out", "server", s, "live", len(r.table.live()))
+		r.log.Warn("server stopped answering, taken out", "server", s, "live", live)
 	}
 	for _, p := range lost {
 		r.fail(p.route, p.body, true, fmt.Sprintf("server %s did not answer; the request may not have been applied; retry it (with the same request_id)", p.server))
@@ -173,7 +181,7 @@ func seqFrame(seq uint64) []byte {
 	return b
 }
 
-// publishLive refreshes the snapshot of live servers.
+// publishLive refreshes the snapshot of live servers. r.mu is held.
 func (r *router) publishLive() {
 	live := r.table.live()
 	r.live.Store(&live)
