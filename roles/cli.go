@@ -21,6 +21,7 @@ import (
 	"chat/roles/client"
 	"chat/roles/server"
 	"chat/roles/up"
+	"chat/transport"
 )
 
 // Exit codes of the binary, as the CLI contract fixes them.
@@ -89,7 +90,9 @@ func newLogger(c *cli.Context) (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return nil, usage(fmt.Errorf("--log-level: %v", err))
 	}
-	return logging.New(c.App.ErrWriter, logging.Options{JSON: c.Bool("log-json"), Level: level}), nil
+	log := logging.New(c.App.ErrWriter, logging.Options{JSON: c.Bool("log-json"), Level: level})
+	transport.SetLogger(log.With("role", "transport")) // peers refused or cut off, whichever socket
+	return log, nil
 }
 
 // envName is the environment variable of a flag: CHAT_ + NAME_IN_CAPS.

@@ -617,6 +617,7 @@ func (c *guardConn) abort(err error) {
 		c.dead.Store(true)
 		if v, ok := err.(*guardViolation); ok && v.kind != nil {
 			v.kind.Add(1)
+			logViolation(c.raw.RemoteAddr().String(), v)
 		}
 		_ = c.raw.Close()
 		c.inq.fail(err)

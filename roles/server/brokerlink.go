@@ -89,14 +89,25 @@ func (l *brokerLink) session(ctx context.Context) error {
 
 	tick := time.NewTicker(l.cfg.HeartbeatInterval)
 	defer tick.Stop()
+	suspect := false
 	for {
 		if back != nil {
+			// The broker is declared gone only when it is still silent one
+			// heartbeat after it first looked silent: a process that was
+			// paused (SIGSTOP, a long GC, a VM stall) wakes up with its
+			// timer late and the broker's messages still unread; giving
+			// up then would leave its old identity behind at the broker.
+			if silent := time.Since(time.Unix(0, lastSeen.Load())); silent > l.cfg.BrokerTimeout {
+				if suspect {
+					return fmt.Errorf("broker silent for %v", silent.Round(time.Millisecond))
+				}
+				suspect = true
+			} else {
+				suspect = false
+			}
 			hb := proto.Envelope{Service: "heartbeat", Data: proto.Data{"user": l.cfg.Name}}
 			if err := back.Send(zmq4.NewMsg(hb.Encode())); err != nil {
 				return fmt.Errorf("heartbeat to broker: %w", err)
-			}
-			if silent := time.Since(time.Unix(0, lastSeen.Load())); silent > l.cfg.BrokerTimeout {
-				return fmt.Errorf("broker silent for %v", silent.Round(time.Millisecond))
 			}
 		}
 		select {
