@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 
+	"chat/internal/clustertest"
 	"chat/proto"
 	"chat/roles/broker"
 	"chat/roles/server"
@@ -25,13 +26,13 @@ import (
 // it out within seconds and every request keeps getting an answer.
 func TestBrokerTakesOutADeadServer(t *testing.T) {
 	c := startCluster(t, 2)
-	cl := newClient(t, c.broker.FrontAddr())
+	cl := newClient(t, c.Broker.FrontAddr())
 	for range 4 {
 		expectStatus(t, call(t, cl, proto.Login, proto.Data{"user": "u"}), proto.StatusSuccess)
 	}
-	c.servers[1].Close()
-	c.servers[1] = nil
-	waitFor(t, 5*time.Second, "the broker to take the server out", func() bool { return len(c.broker.LiveServers()) == 1 })
+	c.Servers[1].Close()
+	c.Servers[1] = nil
+	clustertest.WaitFor(t, 5*time.Second, "the broker to take the server out", func() bool { return len(c.Broker.LiveServers()) == 1 })
 	for range 10 {
 		expectStatus(t, call(t, cl, proto.Login, proto.Data{"user": "u"}), proto.StatusSuccess)
 	}
@@ -41,17 +42,17 @@ func TestBrokerTakesOutADeadServer(t *testing.T) {
 // heartbeats no more and answers nothing): a request it holds is answered
 // by the broker with a retryable erro, not left hanging.
 func TestRequestHeldByDeadServerGetsAnError(t *testing.T) {
-	b, err := broker.Start(context.Background(), fastBroker(), testLogger())
+	b, err := broker.Start(context.Background(), clustertest.BrokerConfig(), clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	// A fake server: it joins, then takes requests and never answers.
 	fake := startSilentServer(t, b.BackAddr())
-	waitFor(t, 5*time.Second, "the fake server to join", func() bool { return len(b.LiveServers()) == 1 })
+	clustertest.WaitFor(t, 5*time.Second, "the fake server to join", func() bool { return len(b.LiveServers()) == 1 })
 	cfg := transport.DefaultClientConfig(b.FrontAddr())
 	cfg.Timeout, cfg.Attempts = 10*time.Second, 1
-	cl, err := transport.NewClient(cfg, testLogger())
+	cl, err := transport.NewClient(cfg, clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,29 +82,29 @@ func TestRequestHeldByDeadServerGetsAnError(t *testing.T) {
 // same ports: the server reconnects by itself and a client gets answers
 // again.
 func TestServersAndClientsSurviveABrokerRestart(t *testing.T) {
-	cfg := fastBroker()
+	cfg := clustertest.BrokerConfig()
 	cfg.Front, cfg.Back, cfg.PubIn, cfg.PubOut = freeEndpoint(t), freeEndpoint(t), freeEndpoint(t), freeEndpoint(t)
-	b, err := broker.Start(context.Background(), cfg, testLogger())
+	b, err := broker.Start(context.Background(), cfg, clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := server.Start(context.Background(), serverConfig(t, "s1", b), testLogger())
+	s, err := server.Start(context.Background(), clustertest.ServerConfig(t, "s1", b), clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	waitFor(t, 5*time.Second, "the server to join", func() bool { return len(b.LiveServers()) == 1 })
+	clustertest.WaitFor(t, 5*time.Second, "the server to join", func() bool { return len(b.LiveServers()) == 1 })
 	cl := newClient(t, cfg.Front)
 	expectStatus(t, call(t, cl, proto.Login, proto.Data{"user": "u"}), proto.StatusSuccess)
 
 	b.Close()
-	b, err = broker.Start(context.Background(), cfg, testLogger())
+	b, err = broker.Start(context.Background(), cfg, clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	waitFor(t, 10*time.Second, "the server to rejoin the new broker", func() bool { return len(b.LiveServers()) == 1 })
-	waitFor(t, 10*time.Second, "a client request to succeed again", func() bool {
+	clustertest.WaitFor(t, 10*time.Second, "the server to rejoin the new broker", func() bool { return len(b.LiveServers()) == 1 })
+	clustertest.WaitFor(t, 10*time.Second, "a client request to succeed again", func() bool {
 		env, err := callEnv(cl, proto.Login, proto.Data{"user": "u"})
 		return err == nil && env.Data["status"] == proto.StatusSuccess
 	})
@@ -131,7 +132,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	proc := start()
 	defer func() { proc.Process.Kill(); proc.Wait() }()
 	setup := newClient(t, listen)
-	waitFor(t, 10*time.Second, "the server process to answer", func() bool {
+	clustertest.WaitFor(t, 10*time.Second, "the server process to answer", func() bool {
 		_, err := callEnv(setup, proto.Channel, proto.Data{"channel": "load"})
 		return err == nil
 	})
@@ -157,7 +158,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, 20*time.Second, "500 acknowledged publishes", func() bool {
+	clustertest.WaitFor(t, 20*time.Second, "500 acknowledged publishes", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(acked) >= 500
@@ -171,7 +172,7 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	cl := newClient(t, listen)
 	stored := map[string]bool{}
 	before := int64(0)
-	waitFor(t, 10*time.Second, "the restarted server to answer", func() bool {
+	clustertest.WaitFor(t, 10*time.Second, "the restarted server to answer", func() bool {
 		_, err := callEnv(cl, proto.Users, nil)
 		return err == nil
 	})

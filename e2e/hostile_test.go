@@ -30,8 +30,8 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 
+	"chat/internal/clustertest"
 	"chat/proto"
-	"chat/roles/broker"
 	"chat/roles/server"
 	"chat/transport"
 )
@@ -105,8 +105,8 @@ func TestHostilePeersInProcess(t *testing.T) {
 	cfg := setGuardConfigForTest(t, func(c *transport.GuardConfig) { c.HandshakeTimeout = 3*serveWithin + 500*time.Millisecond })
 	c := startTolerantCluster(t, 1)
 	ep := chatEndpoints{
-		server: c.servers[0].Addr(), front: c.broker.FrontAddr(), back: c.broker.BackAddr(),
-		pubIn: c.broker.PubInAddr(), pubOut: c.broker.PubOutAddr(),
+		server: c.Servers[0].Addr(), front: c.Broker.FrontAddr(), back: c.Broker.BackAddr(),
+		pubIn: c.Broker.PubInAddr(), pubOut: c.Broker.PubOutAddr(),
 	}
 	h := newServingChecker(t, ep)
 
@@ -140,7 +140,7 @@ func TestHostilePeersInProcess(t *testing.T) {
 					if !p.closedWithin(3 * time.Second) {
 						t.Fatal("the guard did not close the hostile connection")
 					}
-					waitFor(t, 2*time.Second, in.name+" counted by the guard", func() bool {
+					clustertest.WaitFor(t, 2*time.Second, in.name+" counted by the guard", func() bool {
 						return in.counter(transport.Stats()) > before
 					})
 				})
@@ -230,25 +230,11 @@ func TestHostilePeersRealProcesses(t *testing.T) {
 // tests measure other things than the broker's server timeout.
 func startTolerantCluster(t *testing.T, n int) *cluster {
 	t.Helper()
-	bcfg := fastBroker()
+	bcfg := clustertest.BrokerConfig()
 	bcfg.HeartbeatInterval, bcfg.ServerTimeout, bcfg.RequestTimeout = 200*time.Millisecond, 3*time.Second, 5*time.Second
-	b, err := broker.Start(context.Background(), bcfg, testLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cluster{t: t, broker: b}
-	t.Cleanup(c.close)
-	for i := range n {
-		scfg := serverConfig(t, fmt.Sprintf("server-%d", i+1), b)
-		scfg.HeartbeatInterval, scfg.BrokerTimeout = 200*time.Millisecond, 3*time.Second
-		s, err := server.Start(context.Background(), scfg, testLogger())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.servers = append(c.servers, s)
-	}
-	waitFor(t, 10*time.Second, "servers to join the broker", func() bool { return len(b.LiveServers()) == n })
-	return c
+	return clustertest.StartWith(t, n, bcfg, func(s *server.Config) {
+		s.HeartbeatInterval, s.BrokerTimeout = 200*time.Millisecond, 3*time.Second
+	})
 }
 
 // setGuardConfigForTest installs a guard config edited from the default
@@ -290,7 +276,7 @@ func newServingChecker(t *testing.T, ep chatEndpoints) *servingChecker {
 	h := &servingChecker{ep: ep, worst: map[string]time.Duration{}}
 	cfg := transport.DefaultClientConfig(ep.front)
 	cfg.Timeout = 5 * time.Second
-	cl, err := transport.NewClient(cfg, testLogger())
+	cl, err := transport.NewClient(cfg, clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +339,7 @@ func (h *servingChecker) serve() error {
 func requestOnce(ep string, within time.Duration) (time.Duration, error) {
 	cfg := transport.DefaultClientConfig(ep)
 	cfg.Timeout, cfg.Attempts, cfg.DialTimeout = within, 1, within
-	cl, err := transport.NewClient(cfg, testLogger())
+	cl, err := transport.NewClient(cfg, clustertest.Log())
 	if err != nil {
 		return 0, err
 	}
@@ -468,7 +454,7 @@ func (h *servingChecker) publicationsFlow() error {
 // early when one of procs exits.
 func waitForServing(t *testing.T, front string, timeout time.Duration, procs ...*chatProcess) {
 	t.Helper()
-	waitFor(t, timeout, "the processes to serve through the broker", func() bool {
+	clustertest.WaitFor(t, timeout, "the processes to serve through the broker", func() bool {
 		for _, p := range procs {
 			if err := p.alive(); err != nil {
 				t.Fatal(err)

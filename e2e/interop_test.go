@@ -38,9 +38,9 @@ func TestPythonInterop(t *testing.T) {
 
 	c := startCluster(t, 1)
 	args := []string{interopScript,
-		"--req", c.broker.FrontAddr(),
-		"--req", c.servers[0].Addr(),
-		"--sub", c.broker.PubOutAddr(),
+		"--req", c.Broker.FrontAddr(),
+		"--req", c.Servers[0].Addr(),
+		"--sub", c.Broker.PubOutAddr(),
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"chat/internal/clustertest"
 	"chat/proto"
 	"chat/ratelimit"
 	"chat/roles/broker"
@@ -17,21 +18,21 @@ import (
 // limit" errors, while another client is served normally.
 func TestFloodingClientIsLimitedOthersAreNot(t *testing.T) {
 	limit := ratelimit.Config{Rate: 20, Burst: 10, Idle: time.Minute}
-	bc := fastBroker()
+	bc := clustertest.BrokerConfig()
 	bc.RateLimit = limit
-	b, err := broker.Start(context.Background(), bc, testLogger())
+	b, err := broker.Start(context.Background(), bc, clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	sc := serverConfig(t, "s1", b)
+	sc := clustertest.ServerConfig(t, "s1", b)
 	sc.RateLimit = limit
-	s, err := server.Start(context.Background(), sc, testLogger())
+	s, err := server.Start(context.Background(), sc, clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	waitFor(t, 5*time.Second, "the server to join", func() bool { return len(b.LiveServers()) == 1 })
+	clustertest.WaitFor(t, 5*time.Second, "the server to join", func() bool { return len(b.LiveServers()) == 1 })
 
 	for _, ep := range []string{s.Addr(), b.FrontAddr()} {
 		flood, calm := newClient(t, ep), newClient(t, ep)

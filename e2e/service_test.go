@@ -10,6 +10,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"chat/internal/clustertest"
 	"chat/proto"
 	"chat/transport"
 )
@@ -19,8 +20,8 @@ import (
 func TestServicesDirectAndThroughBroker(t *testing.T) {
 	c := startCluster(t, 1)
 	for _, via := range []struct{ name, ep string }{
-		{"direct", c.servers[0].Addr()},
-		{"broker", c.broker.FrontAddr()},
+		{"direct", c.Servers[0].Addr()},
+		{"broker", c.Broker.FrontAddr()},
 	} {
 		t.Run(via.name, func(t *testing.T) {
 			cl := newClient(t, via.ep)
@@ -70,7 +71,7 @@ func TestServicesDirectAndThroughBroker(t *testing.T) {
 // TestRepliesCarryLamportClock checks the clock rule on a round trip.
 func TestRepliesCarryLamportClock(t *testing.T) {
 	c := startCluster(t, 1)
-	cl := newClient(t, c.servers[0].Addr())
+	cl := newClient(t, c.Servers[0].Addr())
 	env := proto.Envelope{Service: proto.Users, Data: proto.Data{"clock": 1000, "timestamp": time.Now().Unix()}}
 	reply, err := cl.Do(t.Context(), env.Encode())
 	if err != nil {
@@ -88,7 +89,7 @@ func TestRepliesCarryLamportClock(t *testing.T) {
 // TestRequestIDAppliesOnce retries a publish with the same request_id.
 func TestRequestIDAppliesOnce(t *testing.T) {
 	c := startCluster(t, 1)
-	cl := newClient(t, c.broker.FrontAddr())
+	cl := newClient(t, c.Broker.FrontAddr())
 	call(t, cl, proto.Channel, proto.Data{"channel": "g"})
 	for range 3 {
 		expectStatus(t, call(t, cl, proto.Publish, proto.Data{"user": "a", "channel": "g", "message": "once", "request_id": "r-1"}), proto.StatusOK)
@@ -121,7 +122,7 @@ func TestBadInputGetsErrorAndSocketStaysUsable(t *testing.T) {
 		"4 billion entries": {0xdf, 0xff, 0xff, 0xff, 0xff},
 		"empty frame":       {},
 	}
-	for _, ep := range []string{c.servers[0].Addr(), c.broker.FrontAddr()} {
+	for _, ep := range []string{c.Servers[0].Addr(), c.Broker.FrontAddr()} {
 		cl := newClient(t, ep)
 		for name, frame := range bad {
 			reply, err := cl.Do(t.Context(), frame)
@@ -141,12 +142,12 @@ func TestBadInputGetsErrorAndSocketStaysUsable(t *testing.T) {
 // standard and checks the two-frame publications and exact topics.
 func TestPublicationsThroughTheProxy(t *testing.T) {
 	c := startCluster(t, 1)
-	cl := newClient(t, c.broker.FrontAddr())
+	cl := newClient(t, c.Broker.FrontAddr())
 	call(t, cl, proto.Login, proto.Data{"user": "bob"})
 	call(t, cl, proto.Channel, proto.Data{"channel": "geral"})
 	call(t, cl, proto.Channel, proto.Data{"channel": "geral2"})
 
-	sub, err := transport.DialSocket(t.Context(), zmq4.NewSub, c.broker.PubOutAddr(), time.Second)
+	sub, err := transport.DialSocket(t.Context(), zmq4.NewSub, c.Broker.PubOutAddr(), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +169,7 @@ func TestPublicationsThroughTheProxy(t *testing.T) {
 		}
 	}()
 	// Publish until the subscription has reached the proxy.
-	waitFor(t, 5*time.Second, "the first publication", func() bool {
+	clustertest.WaitFor(t, 5*time.Second, "the first publication", func() bool {
 		call(t, cl, proto.Publish, proto.Data{"user": "alice", "channel": "geral", "message": "warm-up"})
 		select {
 		case m := <-got:

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"chat/internal/clustertest"
 	"chat/proto"
 )
 
@@ -32,7 +33,7 @@ func TestSIGTERMStopsEveryRoleCleanly(t *testing.T) {
 		defer cmd.Process.Kill()
 	}
 	cl := newClient(t, front)
-	waitFor(t, 15*time.Second, "a request through the broker to succeed", func() bool {
+	clustertest.WaitFor(t, 15*time.Second, "a request through the broker to succeed", func() bool {
 		env, err := callEnv(cl, proto.Channel, proto.Data{"channel": "g"})
 		return err == nil && env.Data["status"] == proto.StatusSuccess
 	})

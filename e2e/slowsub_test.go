@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 
+	"chat/internal/clustertest"
 	"chat/proto"
 	"chat/roles/broker"
 	"chat/transport"
@@ -194,7 +195,7 @@ func publishPaced(t *testing.T, pub zmq4.Socket, msg zmq4.Msg, n, round int, max
 // TestSlowSubscriberBrokerMemoryBounded runs with the defaults.
 func TestSlowSubscriberDoesNotSlowOthers(t *testing.T) {
 	cfg := setGuardConfigForTest(t, func(c *transport.GuardConfig) { c.MaxPending = 2 << 20 })
-	b, err := broker.Start(context.Background(), fastBroker(), testLogger())
+	b, err := broker.Start(context.Background(), clustertest.BrokerConfig(), clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +211,7 @@ func TestSlowSubscriberDoesNotSlowOthers(t *testing.T) {
 	t.Cleanup(func() { pub.Close() })
 
 	warm := publication(warmTopic, 10)
-	waitFor(t, 10*time.Second, "every subscriber, the stuck one included, to get a publication", func() bool {
+	clustertest.WaitFor(t, 10*time.Second, "every subscriber, the stuck one included, to get a publication", func() bool {
 		_ = pub.Send(warm)
 		select {
 		case <-stuck.gotOne:
@@ -229,9 +230,9 @@ func TestSlowSubscriberDoesNotSlowOthers(t *testing.T) {
 	}
 	start := time.Now()
 	publishPaced(t, pub, publication(slowTopic, size), n, round, 20000, subs, nil)
-	waitFor(t, 10*time.Second, "every healthy subscriber to get >= 99%", func() bool { return subs.min() >= n*99/100 })
+	clustertest.WaitFor(t, 10*time.Second, "every healthy subscriber to get >= 99%", func() bool { return subs.min() >= n*99/100 })
 	took := time.Since(start)
-	waitFor(t, 10*time.Second, "the stuck subscriber to be cut off as a slow consumer", func() bool {
+	clustertest.WaitFor(t, 10*time.Second, "the stuck subscriber to be cut off as a slow consumer", func() bool {
 		return transport.Stats().SlowConsumers > before
 	})
 	if !stuck.closedWithin(10 * time.Second) {
@@ -259,7 +260,7 @@ func TestSlowSubscriberBrokerMemoryBounded(t *testing.T) {
 	bp := startChatProcess(t, bin, "broker", "--front", front, "--back", back, "--pub-in", pubIn, "--pub-out", pubOut)
 	rss := watchRSS(t, bp.pid(), 10*time.Millisecond)
 
-	waitFor(t, 10*time.Second, "the broker to listen", func() bool {
+	clustertest.WaitFor(t, 10*time.Second, "the broker to listen", func() bool {
 		if err := bp.alive(); err != nil {
 			t.Fatal(err)
 		}
@@ -280,7 +281,7 @@ func TestSlowSubscriberBrokerMemoryBounded(t *testing.T) {
 	}
 	t.Cleanup(func() { pub.Close() })
 	warm := publication(warmTopic, 10)
-	waitFor(t, 10*time.Second, "every subscriber to get a publication", func() bool {
+	clustertest.WaitFor(t, 10*time.Second, "every subscriber to get a publication", func() bool {
 		_ = pub.Send(warm)
 		select {
 		case <-stuck[0].gotOne:
@@ -302,7 +303,7 @@ func TestSlowSubscriberBrokerMemoryBounded(t *testing.T) {
 			stuck = append(stuck, stuckSubscriber(t, pubOut))
 		}
 	})
-	waitFor(t, 10*time.Second, "every healthy subscriber to get >= 99%", func() bool { return subs.min() >= int64(n*99/100) })
+	clustertest.WaitFor(t, 10*time.Second, "every healthy subscriber to get >= 99%", func() bool { return subs.min() >= int64(n*99/100) })
 	took := time.Since(start)
 	cut := 0
 	for i, s := range stuck {

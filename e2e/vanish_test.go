@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"chat/internal/clustertest"
 	"chat/proto"
 	"chat/transport"
 )
@@ -41,7 +42,7 @@ func TestVanishedServerProcessIsTakenOut(t *testing.T) {
 			"--heartbeat-interval", heartbeat.String(), "--broker-timeout", serverTimeout.String())
 	}
 	joined := func(name string) int { return countLogLines(b.out.String(), "server joined", "server="+name+"-") }
-	waitFor(t, 15*time.Second, "both servers to join the broker", func() bool {
+	clustertest.WaitFor(t, 15*time.Second, "both servers to join the broker", func() bool {
 		for _, p := range append([]*chatProcess{b}, servers["vanish-a"], servers["vanish-b"]) {
 			if err := p.alive(); err != nil {
 				t.Fatal(err)
@@ -52,7 +53,7 @@ func TestVanishedServerProcessIsTakenOut(t *testing.T) {
 
 	cfg := transport.DefaultClientConfig(front)
 	cfg.Timeout, cfg.Attempts = 30*time.Second, 1 // see the broker's own answer, however late
-	cl, err := transport.NewClient(cfg, testLogger())
+	cl, err := transport.NewClient(cfg, clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +137,7 @@ func TestVanishedServerProcessIsTakenOut(t *testing.T) {
 	t.Run("SIGCONT_no_request_lost", func(t *testing.T) {
 		before := joined("vanish-b")
 		cont()
-		waitFor(t, 10*time.Second, "the resumed server to rejoin the broker", func() bool { return joined("vanish-b") > before })
+		clustertest.WaitFor(t, 10*time.Second, "the resumed server to rejoin the broker", func() bool { return joined("vanish-b") > before })
 		for i := range 10 {
 			if r := timedLogin(cl); r.err != nil || r.status != proto.StatusSuccess || r.took > serveWithin {
 				t.Fatalf("request %d after SIGCONT: %s; the broker logged:\n%s", i, r, grepLines(b.out.String(), "vanish-b"))
@@ -215,7 +216,7 @@ func TestVanishedPeerClosedByGuard(t *testing.T) {
 	c := startTolerantCluster(t, 1)
 	before := transport.Stats()
 
-	p := dialZMTP(t, hostPort(c.broker.BackAddr()))
+	p := dialZMTP(t, hostPort(c.Broker.BackAddr()))
 	p.handshake(t, 1, "DEALER")
 	start := time.Now()
 	// It joins as a server would (one heartbeat envelope), then goes silent.
@@ -244,7 +245,7 @@ func TestVanishedPeerClosedByGuard(t *testing.T) {
 	if closedAfter > cfg.HeartbeatTimeout+time.Second {
 		t.Fatalf("silent peer closed after %v, HeartbeatTimeout %v", closedAfter, cfg.HeartbeatTimeout)
 	}
-	waitFor(t, 2*time.Second, "the heartbeat timeout to be counted", func() bool {
+	clustertest.WaitFor(t, 2*time.Second, "the heartbeat timeout to be counted", func() bool {
 		return transport.Stats().HeartbeatTimeouts > before.HeartbeatTimeouts
 	})
 	after := transport.Stats()
@@ -254,10 +255,10 @@ func TestVanishedPeerClosedByGuard(t *testing.T) {
 
 	// The real server, idle on the same socket and as long, is still
 	// connected and routed to.
-	if live := c.broker.LiveServers(); !containsPrefix(live, "server-1") {
+	if live := c.Broker.LiveServers(); !containsPrefix(live, "server-1") {
 		t.Fatalf("live servers %v: the healthy server was dropped", live)
 	}
-	cl := newClient(t, c.broker.FrontAddr())
+	cl := newClient(t, c.Broker.FrontAddr())
 	expectStatus(t, call(t, cl, proto.Login, proto.Data{"user": "u"}), proto.StatusSuccess)
 }
 

@@ -252,7 +252,8 @@ func (ch Change) copyWithTime(now time.Time) Change {
 
 // Stats counts the work of the writer since Open.
 type Stats struct {
-	Commits int64 // fsyncs of the change log: each made a group of changes durable
+	Batches int64 // groups of changes the writer appended in one write
+	Commits int64 // fsyncs of the change log: each made one or more batches durable
 	Changes int64 // changes acknowledged (including failed checks)
 }
 
@@ -306,6 +307,7 @@ type Store struct {
 	indexDone  bool   // the indexer has stopped: nobody waits for it
 
 	messages atomic.Int64 // number of stored messages
+	batches  atomic.Int64
 	commits  atomic.Int64
 	changes  atomic.Int64
 
@@ -628,7 +630,7 @@ func sortedKeys(set map[string]bool) []string {
 
 // Stats returns the writer's counters.
 func (s *Store) Stats() Stats {
-	return Stats{Commits: s.commits.Load(), Changes: s.changes.Load()}
+	return Stats{Batches: s.batches.Load(), Commits: s.commits.Load(), Changes: s.changes.Load()}
 }
 
 // History limits.

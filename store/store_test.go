@@ -445,8 +445,8 @@ func TestChecksSeeEarlierChangesOfTheBatch(t *testing.T) {
 			t.Errorf("change %d: %v, want %v", i, err, want)
 		}
 	}
-	if after := s.Stats(); after.Commits-before.Commits != 2 { // the blocking change's batch, then ours
-		t.Errorf("%d commits, want 2", after.Commits-before.Commits)
+	if after := s.Stats(); after.Batches-before.Batches != 2 { // the blocking change's batch, then ours
+		t.Errorf("%d batches, want 2", after.Batches-before.Batches)
 	}
 }
 

@@ -284,6 +284,7 @@ func (s *Store) acknowledge(b syncBatch, err error) {
 		s.ackedLSN.Store(b.lastLSN)
 	}
 	if err == nil {
+		s.batches.Add(1)
 		s.changes.Add(int64(len(b.reqs)))
 	}
 	for _, r := range b.reqs {

@@ -1,86 +1,20 @@
 package bot
 
 import (
+	"chat/internal/clustertest"
 	"context"
-	"log/slog"
-	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"chat/clock"
-	"chat/proto"
-	"chat/roles/broker"
-	"chat/roles/client"
-	"chat/roles/server"
-	"chat/transport"
 )
-
-func testLog() *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 // startSystem starts a broker and one server behind it and returns the
 // broker's front and pub-out endpoints once it routes requests.
 func startSystem(t *testing.T) (front, pubOut string) {
 	t.Helper()
-	bc := broker.DefaultConfig()
-	bc.Front, bc.Back, bc.PubIn, bc.PubOut = "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0"
-	b, err := broker.Start(t.Context(), bc, testLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	sc := server.DefaultConfig("s1")
-	sc.Listen = "tcp://127.0.0.1:0"
-	sc.BrokerBack, sc.BrokerPub = b.BackAddr(), b.PubInAddr()
-	sc.DataDir = t.TempDir()
-	srv, err := server.Start(t.Context(), sc, testLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-
-	c, err := transport.NewClient(transport.DefaultClientConfig(b.FrontAddr()), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var lamport clock.Lamport
-	deadline := time.Now().Add(10 * time.Second)
-	for { // until the broker has a server to route to
-		_, err := client.Call(t.Context(), c, &lamport, proto.Users, proto.Data{})
-		if err == nil {
-			return b.FrontAddr(), b.PubOutAddr()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the broker never routed a request: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// lockedBuffer collects output written by several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	c := clustertest.Start(t, 1)
+	return c.Broker.FrontAddr(), c.Broker.PubOutAddr()
 }
 
 func TestBotsAgainstBrokerAndServer(t *testing.T) {
@@ -88,8 +22,8 @@ func TestBotsAgainstBrokerAndServer(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Count, cfg.Servers, cfg.Sub = 4, []string{front}, pubOut
 	cfg.Duration, cfg.StatsEvery = 2*time.Second, 500*time.Millisecond
-	var out lockedBuffer
-	sum, err := Run(t.Context(), cfg, &out, testLog())
+	var out clustertest.Output
+	sum, err := Run(t.Context(), cfg, &out, clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +51,7 @@ func TestBotsRespectRate(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Count, cfg.Servers, cfg.Sub = 2, []string{front}, ""
 	cfg.Rate, cfg.Duration = 20, time.Second
-	sum, err := Run(t.Context(), cfg, &lockedBuffer{}, testLog())
+	sum, err := Run(t.Context(), cfg, &clustertest.Output{}, clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +67,7 @@ func TestBotsCountErrorsAndStopOnCancel(t *testing.T) {
 	cfg.RequestTimeout, cfg.DialTimeout, cfg.Attempts, cfg.ErrorBackoff = 100*time.Millisecond, 100*time.Millisecond, 1, 10*time.Millisecond
 	cfg.StatsEvery = 20 * time.Millisecond
 	ctx, cancel := context.WithCancel(t.Context())
-	var out lockedBuffer
+	var out clustertest.Output
 	done := make(chan Summary, 1)
 	go func() {
 		sum, _ := Run(ctx, cfg, &out, nil)

@@ -4,28 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"chat/clock"
-	"chat/proto"
+	"chat/internal/clustertest"
 	"chat/roles/broker"
-	"chat/roles/server"
-	"chat/transport"
 )
-
-// testLog is silent unless the tests run with -v.
-func testLog() *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 // system is a broker and one server behind it, on kernel-chosen ports.
 type system struct {
@@ -34,67 +20,12 @@ type system struct {
 
 func startSystem(t *testing.T) system {
 	t.Helper()
-	ctx := t.Context()
-	bc := broker.DefaultConfig()
-	bc.Front, bc.Back, bc.PubIn, bc.PubOut = "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0"
-	b, err := broker.Start(ctx, bc, testLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	sc := server.DefaultConfig("s1")
-	sc.Listen = "tcp://127.0.0.1:0"
-	sc.BrokerBack, sc.BrokerPub = b.BackAddr(), b.PubInAddr()
-	sc.DataDir = t.TempDir()
-	srv, err := server.Start(ctx, sc, testLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	sys := system{front: b.FrontAddr(), pubOut: b.PubOutAddr(), direct: srv.Addr()}
-	waitRouted(t, sys.front)
-	return sys
-}
-
-// waitRouted waits until the broker has a server to route requests to.
-func waitRouted(t *testing.T, front string) {
-	t.Helper()
-	c, err := transport.NewClient(transport.DefaultClientConfig(front), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var lamport clock.Lamport
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := Call(t.Context(), c, &lamport, proto.Users, proto.Data{})
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the broker never routed a request: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c := clustertest.Start(t, 1)
+	return system{front: c.Broker.FrontAddr(), pubOut: c.Broker.PubOutAddr(), direct: c.Servers[0].Addr()}
 }
 
 // screen is what a client shows, safe to read while the client writes.
-type screen struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *screen) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *screen) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type screen struct{ clustertest.Output }
 
 // waitFor polls until the screen shows want n times.
 func (s *screen) waitFor(t *testing.T, want string, n int) {
@@ -120,7 +51,7 @@ func startUser(t *testing.T, cfg Config) *user {
 	r, w := io.Pipe()
 	u := &user{in: w, out: &screen{}, done: make(chan error, 1)}
 	go func() {
-		u.done <- Run(t.Context(), cfg, r, u.out, testLog())
+		u.done <- Run(t.Context(), cfg, r, u.out, clustertest.Log())
 		close(u.done)
 	}()
 	t.Cleanup(func() { w.Close(); <-u.done })
@@ -145,7 +76,7 @@ func TestPipedScript(t *testing.T) {
 	sys := startSystem(t)
 	var out screen
 	script := "/login a\n/create g\n/join g\nhi\n/users\n/quit\nnever run\n"
-	if err := Run(t.Context(), testConfig([]string{sys.front}, sys.pubOut), strings.NewReader(script), &out, testLog()); err != nil {
+	if err := Run(t.Context(), testConfig([]string{sys.front}, sys.pubOut), strings.NewReader(script), &out, clustertest.Log()); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"*** logged in as a", "*** channel #g created", "*** joined #g", "*** no messages in #g yet", "*** users (1): a"} {
@@ -159,7 +90,7 @@ func TestPipedScript(t *testing.T) {
 
 	// At EOF (no /quit) the client stops too; history now has the post.
 	out = screen{}
-	if err := Run(t.Context(), testConfig([]string{sys.direct}, ""), strings.NewReader("/join g"), &out, testLog()); err != nil {
+	if err := Run(t.Context(), testConfig([]string{sys.direct}, ""), strings.NewReader("/join g"), &out, clustertest.Log()); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "#g <a> hi") {
@@ -246,9 +177,7 @@ func TestNoServerAnswers(t *testing.T) {
 }
 
 func TestBrokerWithoutServersIsRetriedThenShown(t *testing.T) {
-	bc := broker.DefaultConfig()
-	bc.Front, bc.Back, bc.PubIn, bc.PubOut = "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0"
-	b, err := broker.Start(t.Context(), bc, testLog())
+	b, err := broker.Start(t.Context(), clustertest.BrokerConfig(), clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
 	}
