@@ -12,14 +12,11 @@ package e2e
 // slowsub_test.go and vanish_test.go use.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -31,6 +28,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"chat/internal/clustertest"
+	"chat/internal/zmtptest"
 	"chat/proto"
 	"chat/roles/server"
 	"chat/transport"
@@ -53,8 +51,8 @@ type hostileInput struct {
 }
 
 func hostileInputs() []hostileInput {
-	long := func(n uint64) []byte { return binary.BigEndian.AppendUint64([]byte{zmtpFlagLong}, n) }
-	truncated := append(zmtpReadyBody("Socket-Type", "DEALER"), 8)
+	long := func(n uint64) []byte { return binary.BigEndian.AppendUint64([]byte{zmtptest.FlagLong}, n) }
+	truncated := append(zmtptest.ReadyBody("Socket-Type", "DEALER"), 8)
 	truncated = append(truncated, "Identity"...)
 	truncated = binary.BigEndian.AppendUint32(truncated, 1000) // claims 1000 bytes of value...
 	truncated = append(truncated, "abc"...)                    // ...and the frame ends after 3
@@ -64,17 +62,17 @@ func hostileInputs() []hostileInput {
 	return []hostileInput{
 		// first, so the handshake timeout runs while the others are tried
 		{"silent connection", func(s transport.GuardStats) uint64 { return s.HandshakeTimeouts }, func(string) []byte { return nil }},
-		{"unknown Socket-Type", badReady, func(string) []byte { return zmtpHandshake(0, "FOO") }},
+		{"unknown Socket-Type", badReady, func(string) []byte { return zmtptest.Handshake(0, "FOO") }},
 		{"missing Socket-Type", badReady, func(string) []byte {
-			return append(zmtpGreeting(0, "NULL"), zmtpFrame(zmtpReadyBody("Identity", "x"), true, false)...)
+			return append(zmtptest.Greeting(0, "NULL"), zmtptest.Frame(zmtptest.ReadyBody("Identity", "x"), true, false)...)
 		}},
 		{"truncated metadata", badReady, func(string) []byte {
-			return append(zmtpGreeting(0, "NULL"), zmtpFrame(truncated, true, false)...)
+			return append(zmtptest.Greeting(0, "NULL"), zmtptest.Frame(truncated, true, false)...)
 		}},
-		{"frame length 2^40", oversized, func(pt string) []byte { return append(zmtpHandshake(0, pt), long(1<<40)...) }},
-		{"frame length 2^63", oversized, func(pt string) []byte { return append(zmtpHandshake(0, pt), long(1<<63)...) }},
+		{"frame length 2^40", oversized, func(pt string) []byte { return append(zmtptest.Handshake(0, pt), long(1<<40)...) }},
+		{"frame length 2^63", oversized, func(pt string) []byte { return append(zmtptest.Handshake(0, pt), long(1<<63)...) }},
 		{"HTTP request", badGreeting, func(string) []byte { return []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n") }},
-		{"wrong mechanism", badGreeting, func(string) []byte { return zmtpGreeting(0, "PLAIN") }},
+		{"wrong mechanism", badGreeting, func(string) []byte { return zmtptest.Greeting(0, "PLAIN") }},
 	}
 }
 
@@ -111,7 +109,7 @@ func TestHostilePeersInProcess(t *testing.T) {
 	h := newServingChecker(t, ep)
 
 	type silent struct {
-		p      *zmtpPeer
+		p      *zmtptest.Peer
 		opened time.Time
 	}
 	var silents []silent
@@ -122,14 +120,14 @@ func TestHostilePeersInProcess(t *testing.T) {
 			for _, in := range hostileInputs() {
 				t.Run(strings.ReplaceAll(in.name, " ", "_"), func(t *testing.T) {
 					before := in.counter(transport.Stats())
-					p := dialZMTP(top, hostPort(sock.ep))
+					p := zmtptest.Dial(top, hostPort(sock.ep))
 					opened := time.Now()
 					if b := in.bytes(sock.peerType); b != nil {
-						p.write(t, b)
+						p.Write(t, b)
 					}
 					h.check(t)
 					if in.bytes(sock.peerType) == nil {
-						if p.closedWithin(time.Millisecond) {
+						if p.ClosedWithin(time.Millisecond) {
 							t.Fatalf("the silent connection was closed before the check ended (after %v)", time.Since(opened))
 						}
 						// the guard closes it after HandshakeTimeout; checked
@@ -137,7 +135,7 @@ func TestHostilePeersInProcess(t *testing.T) {
 						silents = append(silents, silent{p, opened})
 						return
 					}
-					if !p.closedWithin(3 * time.Second) {
+					if !p.ClosedWithin(3 * time.Second) {
 						t.Fatal("the guard did not close the hostile connection")
 					}
 					clustertest.WaitFor(t, 2*time.Second, in.name+" counted by the guard", func() bool {
@@ -150,7 +148,7 @@ func TestHostilePeersInProcess(t *testing.T) {
 	t.Run("silent_connections_closed", func(t *testing.T) {
 		for i, s := range silents {
 			left := time.Until(s.opened.Add(cfg.HandshakeTimeout + 3*time.Second))
-			if !s.p.closedWithin(max(left, 100*time.Millisecond)) {
+			if !s.p.ClosedWithin(max(left, 100*time.Millisecond)) {
 				t.Fatalf("silent connection %d still open %v after it was opened (HandshakeTimeout %v)",
 					i, time.Since(s.opened).Round(time.Millisecond), cfg.HandshakeTimeout)
 			}
@@ -191,9 +189,9 @@ func TestHostilePeersRealProcesses(t *testing.T) {
 		t.Run(sock.name, func(t *testing.T) {
 			for _, in := range hostileInputs() {
 				t.Run(strings.ReplaceAll(in.name, " ", "_"), func(t *testing.T) {
-					p := dialZMTP(top, hostPort(sock.ep))
+					p := zmtptest.Dial(top, hostPort(sock.ep))
 					if b := in.bytes(sock.peerType); b != nil {
-						p.write(t, b)
+						p.Write(t, b)
 					}
 					served := h.serve()
 					if served != nil {
@@ -471,152 +469,6 @@ func hostPort(ep string) string {
 		return ep[i+3:]
 	}
 	return ep
-}
-
-// ---- raw ZMTP peer (byte sequences as in transport/guard_helpers_test.go) ----
-
-const (
-	zmtpFlagMore    = 0x01
-	zmtpFlagLong    = 0x02
-	zmtpFlagCommand = 0x04
-)
-
-func zmtpGreeting(minor byte, mech string) []byte {
-	g := make([]byte, 64)
-	g[0], g[9], g[10], g[11] = 0xFF, 0x7F, 3, minor
-	copy(g[12:32], mech)
-	return g
-}
-
-func zmtpReadyBody(props ...string) []byte {
-	body := []byte("\x05READY")
-	for i := 0; i+1 < len(props); i += 2 {
-		body = append(body, byte(len(props[i])))
-		body = append(body, props[i]...)
-		body = binary.BigEndian.AppendUint32(body, uint32(len(props[i+1])))
-		body = append(body, props[i+1]...)
-	}
-	return body
-}
-
-func zmtpFrame(body []byte, cmd, more bool) []byte {
-	var fl byte
-	if cmd {
-		fl |= zmtpFlagCommand
-	}
-	if more {
-		fl |= zmtpFlagMore
-	}
-	if len(body) > 255 {
-		b := binary.BigEndian.AppendUint64([]byte{fl | zmtpFlagLong}, uint64(len(body)))
-		return append(b, body...)
-	}
-	return append([]byte{fl, byte(len(body))}, body...)
-}
-
-// zmtpHandshake is a NULL greeting (ZMTP 3.minor) and a READY.
-func zmtpHandshake(minor byte, sockType string) []byte {
-	return append(zmtpGreeting(minor, "NULL"), zmtpFrame(zmtpReadyBody("Socket-Type", sockType), true, false)...)
-}
-
-// zmtpPeer is a raw TCP connection speaking (or not) ZMTP by hand.
-type zmtpPeer struct {
-	c  net.Conn
-	br *bufio.Reader
-}
-
-func dialZMTP(t testing.TB, addr string) *zmtpPeer {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &zmtpPeer{c: c, br: bufio.NewReader(c)}
-}
-
-func (p *zmtpPeer) write(t testing.TB, b []byte) {
-	t.Helper()
-	_ = p.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if _, err := p.c.Write(b); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// handshake sends a greeting + READY and reads the other side's.
-func (p *zmtpPeer) handshake(t testing.TB, minor byte, sockType string) {
-	t.Helper()
-	p.write(t, zmtpHandshake(minor, sockType))
-	_ = p.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	defer p.c.SetReadDeadline(time.Time{})
-	if _, err := io.ReadFull(p.br, make([]byte, 64)); err != nil {
-		t.Fatalf("reading the greeting: %v", err)
-	}
-	f, err := p.readFrame()
-	if err != nil || !f.cmd || !bytes.HasPrefix(f.body, []byte("\x05READY")) {
-		t.Fatalf("reading READY: %+v %v", f, err)
-	}
-}
-
-type zmtpRawFrame struct {
-	cmd, more bool
-	body      []byte
-}
-
-func (p *zmtpPeer) readFrame() (zmtpRawFrame, error) {
-	var f zmtpRawFrame
-	fl, err := p.br.ReadByte()
-	if err != nil {
-		return f, err
-	}
-	var size uint64
-	if fl&zmtpFlagLong != 0 {
-		var b [8]byte
-		if _, err := io.ReadFull(p.br, b[:]); err != nil {
-			return f, err
-		}
-		size = binary.BigEndian.Uint64(b[:])
-	} else {
-		b, err := p.br.ReadByte()
-		if err != nil {
-			return f, err
-		}
-		size = uint64(b)
-	}
-	if size > 16<<20 {
-		return f, fmt.Errorf("frame of %d bytes", size)
-	}
-	f.cmd, f.more = fl&zmtpFlagCommand != 0, fl&zmtpFlagMore != 0
-	f.body = make([]byte, size)
-	_, err = io.ReadFull(p.br, f.body)
-	return f, err
-}
-
-// readMessage reads frames (skipping commands) until a whole message.
-func (p *zmtpPeer) readMessage() ([][]byte, error) {
-	var frames [][]byte
-	for {
-		f, err := p.readFrame()
-		if err != nil {
-			return frames, err
-		}
-		if f.cmd {
-			continue
-		}
-		frames = append(frames, f.body)
-		if !f.more {
-			return frames, nil
-		}
-	}
-}
-
-// closedWithin reports whether the other side closes the connection within
-// d; everything it sends meanwhile is discarded.
-func (p *zmtpPeer) closedWithin(d time.Duration) bool {
-	_ = p.c.SetReadDeadline(time.Now().Add(d))
-	_, err := io.Copy(io.Discard, p.br)
-	var ne net.Error
-	return err == nil || !(errors.As(err, &ne) && ne.Timeout())
 }
 
 // ---- real processes ----

@@ -21,6 +21,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"chat/internal/clustertest"
+	"chat/internal/zmtptest"
 	"chat/proto"
 	"chat/roles/broker"
 	"chat/transport"
@@ -117,20 +118,20 @@ func (cs *countingSubs) String() string {
 // 3.0 so that the guard never PINGs it: only slow-consumer handling can cut
 // it off.
 type stuckSub struct {
-	p          *zmtpPeer
+	p          *zmtptest.Peer
 	gotOne     chan struct{} // closed when the first publication has arrived
 	readerDone chan struct{}
 }
 
 func stuckSubscriber(t *testing.T, pubOut string) *stuckSub {
 	t.Helper()
-	s := &stuckSub{p: dialZMTP(t, hostPort(pubOut)), gotOne: make(chan struct{}), readerDone: make(chan struct{})}
-	s.p.handshake(t, 0, "SUB")
-	s.p.write(t, zmtpFrame([]byte{1}, false, false)) // SUBSCRIBE ""
+	s := &stuckSub{p: zmtptest.Dial(t, hostPort(pubOut)), gotOne: make(chan struct{}), readerDone: make(chan struct{})}
+	s.p.Handshake(t, 0, "SUB")
+	s.p.Write(t, zmtptest.Frame([]byte{1}, false, false)) // SUBSCRIBE ""
 	go func() {
 		defer close(s.readerDone)
-		_ = s.p.c.SetReadDeadline(time.Now().Add(30 * time.Second))
-		if _, err := s.p.readMessage(); err == nil {
+		_ = s.p.Conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := s.p.ReadMessage(); err == nil {
 			close(s.gotOne)
 		}
 		// and never read again
@@ -146,7 +147,7 @@ func (s *stuckSub) closedWithin(d time.Duration) bool {
 	case <-time.After(d):
 		return false // it never even got one publication
 	}
-	return s.p.closedWithin(max(time.Until(deadline), time.Millisecond))
+	return s.p.ClosedWithin(max(time.Until(deadline), time.Millisecond))
 }
 
 // publication builds a two-frame publication of about size bytes.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"chat/internal/clustertest"
+	"chat/internal/zmtptest"
 	"chat/proto"
 	"chat/transport"
 )
@@ -216,18 +217,18 @@ func TestVanishedPeerClosedByGuard(t *testing.T) {
 	c := startTolerantCluster(t, 1)
 	before := transport.Stats()
 
-	p := dialZMTP(t, hostPort(c.Broker.BackAddr()))
-	p.handshake(t, 1, "DEALER")
+	p := zmtptest.Dial(t, hostPort(c.Broker.BackAddr()))
+	p.Handshake(t, 1, "DEALER")
 	start := time.Now()
 	// It joins as a server would (one heartbeat envelope), then goes silent.
 	hb := proto.Envelope{Service: "heartbeat", Data: proto.Data{"user": "ghost"}}.Encode()
-	p.write(t, zmtpFrame(hb, false, false))
+	p.Write(t, zmtptest.Frame(hb, false, false))
 
-	_ = p.c.SetReadDeadline(time.Now().Add(cfg.HeartbeatTimeout + 3*time.Second))
+	_ = p.Conn.SetReadDeadline(time.Now().Add(cfg.HeartbeatTimeout + 3*time.Second))
 	pinged := false
 	var closedAfter time.Duration
 	for {
-		f, err := p.readFrame()
+		f, err := p.ReadFrame()
 		if err != nil {
 			closedAfter = time.Since(start)
 			if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
@@ -235,7 +236,7 @@ func TestVanishedPeerClosedByGuard(t *testing.T) {
 			}
 			break
 		}
-		if f.cmd && bytes.HasPrefix(f.body, []byte("\x04PING")) {
+		if f.Cmd && bytes.HasPrefix(f.Body, []byte("\x04PING")) {
 			pinged = true
 		}
 	}

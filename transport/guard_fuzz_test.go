@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"bytes"
+	"chat/internal/zmtptest"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -53,7 +54,7 @@ func runParser(t *testing.T, data []byte, sink zSink) error {
 }
 
 func FuzzGuardStream(f *testing.F) {
-	hs := append(greeting(1, "NULL"), frameBytes(readyBody(zPropSocketType, "DEALER", zPropIdentity, "id"), true, false)...)
+	hs := append(zmtptest.Greeting(1, "NULL"), zmtptest.Frame(zmtptest.ReadyBody(zPropSocketType, "DEALER", zPropIdentity, "id"), true, false)...)
 	seed := func(parts ...[]byte) []byte {
 		b := append([]byte(nil), hs...)
 		for _, p := range parts {
@@ -62,17 +63,17 @@ func FuzzGuardStream(f *testing.F) {
 		return b
 	}
 	long := func(flags byte, n uint64) []byte { return binary.BigEndian.AppendUint64([]byte{flags | zFlagLong}, n) }
-	f.Add(seed(frameBytes([]byte("hello"), false, true), frameBytes(bytes.Repeat([]byte("x"), 300), false, false)))
-	f.Add(seed(frameBytes([]byte("\x04PING\x00\x0aabc"), true, false), frameBytes([]byte("\x04PONG"), true, false)))
-	f.Add(seed(frameBytes([]byte("\x09SUBSCRIBEnews"), true, false), frameBytes([]byte("\x06CANCELnews"), true, false)))
+	f.Add(seed(zmtptest.Frame([]byte("hello"), false, true), zmtptest.Frame(bytes.Repeat([]byte("x"), 300), false, false)))
+	f.Add(seed(zmtptest.Frame([]byte("\x04PING\x00\x0aabc"), true, false), zmtptest.Frame([]byte("\x04PONG"), true, false)))
+	f.Add(seed(zmtptest.Frame([]byte("\x09SUBSCRIBEnews"), true, false), zmtptest.Frame([]byte("\x06CANCELnews"), true, false)))
 	f.Add(seed(long(0, 1<<40)))
 	f.Add(seed(long(0, 1<<63)))
 	f.Add(seed(long(zFlagCommand, 1<<62)))
-	f.Add(seed(frameBytes([]byte("\x05READY"), true, false)))
+	f.Add(seed(zmtptest.Frame([]byte("\x05READY"), true, false)))
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-	f.Add(append(greeting(0, "NULL"), frameBytes(readyBody("Identity", ""), true, false)...))
-	f.Add(append(greeting(0, "NULL"), frameBytes([]byte("\x05READY\x0bSocket-Type\x00\x00\xff\xffSUB"), true, false)...))
-	f.Add(greeting(0, "PLAIN"))
+	f.Add(append(zmtptest.Greeting(0, "NULL"), zmtptest.Frame(zmtptest.ReadyBody("Identity", ""), true, false)...))
+	f.Add(append(zmtptest.Greeting(0, "NULL"), zmtptest.Frame([]byte("\x05READY\x0bSocket-Type\x00\x00\xff\xffSUB"), true, false)...))
+	f.Add(zmtptest.Greeting(0, "PLAIN"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := fuzzConfig()

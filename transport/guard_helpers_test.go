@@ -1,15 +1,11 @@
 package transport
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -108,116 +104,6 @@ func reqOnce(scheme, addr, body string, timeout time.Duration) error {
 }
 
 func quietTestLogger() *log.Logger { return log.New(io.Discard, "", 0) }
-
-// ---- raw ZMTP peer ----
-
-type rawPeer struct {
-	c  net.Conn
-	br *bufio.Reader
-}
-
-func dialRaw(t testing.TB, addr string) *rawPeer {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &rawPeer{c: c, br: bufio.NewReader(c)}
-}
-
-func greeting(minor byte, mech string) []byte {
-	g := make([]byte, 64)
-	g[0], g[9], g[10], g[11] = 0xFF, 0x7F, 3, minor
-	copy(g[12:32], mech)
-	return g
-}
-
-func (p *rawPeer) write(t testing.TB, b []byte) {
-	t.Helper()
-	if _, err := p.c.Write(b); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// handshake sends a greeting + READY and reads the server's.
-func (p *rawPeer) handshake(t testing.TB, minor byte, sockType string) {
-	t.Helper()
-	p.write(t, greeting(minor, "NULL"))
-	p.write(t, frameBytes(readyBody(zPropSocketType, sockType), true, false))
-	_ = p.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	g := make([]byte, 64)
-	if _, err := io.ReadFull(p.br, g); err != nil {
-		t.Fatalf("reading greeting: %v", err)
-	}
-	f, err := p.readFrame()
-	if err != nil || !f.cmd || !bytes.HasPrefix(f.body, []byte("\x05READY")) {
-		t.Fatalf("reading READY: %+v %v", f, err)
-	}
-	_ = p.c.SetReadDeadline(time.Time{})
-}
-
-func readyBody(props ...string) []byte {
-	body := []byte("\x05READY")
-	for i := 0; i+1 < len(props); i += 2 {
-		body = appendProp(body, props[i], []byte(props[i+1]))
-	}
-	return body
-}
-
-func frameBytes(body []byte, cmd, more bool) []byte {
-	var fl byte
-	if cmd {
-		fl |= zFlagCommand
-	}
-	if more {
-		fl |= zFlagMore
-	}
-	return append(appendFrameHeader(nil, fl, int64(len(body))), body...)
-}
-
-type rawFrame struct {
-	cmd, more bool
-	body      []byte
-}
-
-func (p *rawPeer) readFrame() (rawFrame, error) {
-	var f rawFrame
-	fl, err := p.br.ReadByte()
-	if err != nil {
-		return f, err
-	}
-	var size uint64
-	if fl&zFlagLong != 0 {
-		var b [8]byte
-		if _, err := io.ReadFull(p.br, b[:]); err != nil {
-			return f, err
-		}
-		size = binary.BigEndian.Uint64(b[:])
-	} else {
-		b, err := p.br.ReadByte()
-		if err != nil {
-			return f, err
-		}
-		size = uint64(b)
-	}
-	if size > 1<<24 {
-		return f, errors.New("frame too large")
-	}
-	f.cmd, f.more = fl&zFlagCommand != 0, fl&zFlagMore != 0
-	f.body = make([]byte, size)
-	_, err = io.ReadFull(p.br, f.body)
-	return f, err
-}
-
-// closedWithin reports whether the server closes the connection within d
-// (everything it sends meanwhile is discarded).
-func (p *rawPeer) closedWithin(d time.Duration) bool {
-	_ = p.c.SetReadDeadline(time.Now().Add(d))
-	_, err := io.Copy(io.Discard, p.br)
-	var ne net.Error
-	return err == nil || !(errors.As(err, &ne) && ne.Timeout())
-}
 
 // ---- python3-zmq ----
 

@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"bytes"
+	"chat/internal/zmtptest"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -113,7 +114,7 @@ func TestGuardHostileInputs(t *testing.T) {
 		b := []byte{zFlagLong}
 		return binary.BigEndian.AppendUint64(b, n)
 	}
-	truncated := append(readyBody(zPropSocketType, "REQ"), 8)
+	truncated := append(zmtptest.ReadyBody(zPropSocketType, "REQ"), 8)
 	truncated = append(truncated, "Identity"...)
 	truncated = binary.BigEndian.AppendUint32(truncated, 1000)
 	truncated = append(truncated, "abc"...)
@@ -124,7 +125,7 @@ func TestGuardHostileInputs(t *testing.T) {
 		payload func(peerType string) []byte
 	}
 	hs := func(minor byte, typ string, rest ...[]byte) []byte {
-		b := append(greeting(minor, "NULL"), frameBytes(readyBody(zPropSocketType, typ), true, false)...)
+		b := append(zmtptest.Greeting(minor, "NULL"), zmtptest.Frame(zmtptest.ReadyBody(zPropSocketType, typ), true, false)...)
 		for _, r := range rest {
 			b = append(b, r...)
 		}
@@ -133,24 +134,24 @@ func TestGuardHostileInputs(t *testing.T) {
 	cases := []hostile{
 		{"unknown Socket-Type", "BadReady", func(string) []byte { return hs(0, "FOO") }},
 		{"missing Socket-Type", "BadReady", func(string) []byte {
-			return append(greeting(0, "NULL"), frameBytes(readyBody("Identity", "x"), true, false)...)
+			return append(zmtptest.Greeting(0, "NULL"), zmtptest.Frame(zmtptest.ReadyBody("Identity", "x"), true, false)...)
 		}},
 		{"truncated metadata", "BadReady", func(string) []byte {
-			return append(greeting(0, "NULL"), frameBytes(truncated, true, false)...)
+			return append(zmtptest.Greeting(0, "NULL"), zmtptest.Frame(truncated, true, false)...)
 		}},
 		{"READY of 2^40 bytes", "BadReady", func(string) []byte {
-			return append(greeting(0, "NULL"), append([]byte{zFlagCommand | zFlagLong}, long(1 << 40)[1:]...)...)
+			return append(zmtptest.Greeting(0, "NULL"), append([]byte{zFlagCommand | zFlagLong}, long(1 << 40)[1:]...)...)
 		}},
 		{"frame of 2^40 bytes", "Oversized", func(pt string) []byte { return hs(0, pt, long(1<<40)) }},
 		{"frame of 2^63 bytes", "Oversized", func(pt string) []byte { return hs(0, pt, long(1<<63)) }},
 		{"silent connection", "HandshakeTimeouts", func(string) []byte { return nil }},
 		{"HTTP request", "BadGreeting", func(string) []byte { return []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n") }},
-		{"wrong mechanism", "BadGreeting", func(string) []byte { return greeting(0, "PLAIN") }},
-		{"ZMTP 2", "BadGreeting", func(string) []byte { g := greeting(0, "NULL"); g[10] = 2; return g }},
+		{"wrong mechanism", "BadGreeting", func(string) []byte { return zmtptest.Greeting(0, "PLAIN") }},
+		{"ZMTP 2", "BadGreeting", func(string) []byte { g := zmtptest.Greeting(0, "NULL"); g[10] = 2; return g }},
 		{"incompatible Socket-Type", "Incompatible", func(string) []byte { return hs(1, "PUSH") }},
-		{"unknown command", "BadCommands", func(pt string) []byte { return hs(0, pt, frameBytes([]byte("\x05HELLOxx"), true, false)) }},
+		{"unknown command", "BadCommands", func(pt string) []byte { return hs(0, pt, zmtptest.Frame([]byte("\x05HELLOxx"), true, false)) }},
 		{"command inside a message", "BadCommands", func(pt string) []byte {
-			return hs(0, pt, frameBytes([]byte("a"), false, true), frameBytes([]byte("\x04PING\x00\x00"), true, false))
+			return hs(0, pt, zmtptest.Frame([]byte("a"), false, true), zmtptest.Frame([]byte("\x04PING\x00\x00"), true, false))
 		}},
 		{"reserved flag bits", "BadCommands", func(pt string) []byte { return hs(0, pt, []byte{0x80, 0}) }},
 	}
@@ -185,15 +186,15 @@ func TestGuardHostileInputs(t *testing.T) {
 				t.Run(strings.ReplaceAll(h.name, " ", "_"), func(t *testing.T) {
 					stat := counter(h.stat)
 					before := stat()
-					p := dialRaw(t, sockAddr(s))
+					p := zmtptest.Dial(t, sockAddr(s))
 					if b := h.payload(srv.peerType); len(b) > 0 {
-						p.write(t, b)
+						p.Write(t, b)
 					}
 					// the hostile connection stays open while a normal client is served
 					if err := srv.served(s); err != nil {
 						t.Fatalf("normal client not served next to a hostile peer: %v", err)
 					}
-					if !p.closedWithin(3 * time.Second) {
+					if !p.ClosedWithin(3 * time.Second) {
 						t.Fatal("hostile connection was not closed")
 					}
 					waitFor(t, 2*time.Second, h.stat+" counted", func() bool { return stat() > before })
@@ -212,9 +213,9 @@ func TestGuardManySilentConnections(t *testing.T) {
 	withGuardConfig(t, func(c *GuardConfig) { c.HandshakeTimeout = 2 * time.Second })
 	r := echoRouter(t)
 	for i := 0; i < 50; i++ {
-		p := dialRaw(t, sockAddr(r))
+		p := zmtptest.Dial(t, sockAddr(r))
 		if i%2 == 0 {
-			p.write(t, greeting(1, "NULL")[:10]) // half a greeting, then nothing
+			p.Write(t, zmtptest.Greeting(1, "NULL")[:10]) // half a greeting, then nothing
 		}
 	}
 	if err := reqOnce(Scheme, sockAddr(r), "x", time.Second); err != nil {
@@ -233,9 +234,9 @@ func TestGuardSlowConsumer(t *testing.T) {
 	x := xpubSocket(t)
 
 	// the stuck subscriber: handshake, subscribe to everything, never read
-	stuck := dialRaw(t, sockAddr(x))
-	stuck.handshake(t, 0, "SUB")
-	stuck.write(t, frameBytes([]byte{1}, false, false))
+	stuck := zmtptest.Dial(t, sockAddr(x))
+	stuck.Handshake(t, 0, "SUB")
+	stuck.Write(t, zmtptest.Frame([]byte{1}, false, false))
 
 	const nsubs = 9
 	var counts, warm [nsubs]atomic.Int64
@@ -332,19 +333,19 @@ func TestGuardVanishedPeer(t *testing.T) {
 	cfg := shortHeartbeats(t)
 	before := Stats()
 	r := echoRouter(t)
-	p := dialRaw(t, sockAddr(r))
-	p.handshake(t, 1, "DEALER") // ZMTP 3.1, like libzmq: it gets PINGs
+	p := zmtptest.Dial(t, sockAddr(r))
+	p.Handshake(t, 1, "DEALER") // ZMTP 3.1, like libzmq: it gets PINGs
 	start := time.Now()
 
-	_ = p.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	f, err := p.readFrame()
+	_ = p.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	f, err := p.ReadFrame()
 	if err != nil {
 		t.Fatalf("expected a PING: %v", err)
 	}
-	if !f.cmd || !bytes.HasPrefix(f.body, []byte("\x04PING")) || len(f.body) < 7 {
+	if !f.Cmd || !bytes.HasPrefix(f.Body, []byte("\x04PING")) || len(f.Body) < 7 {
 		t.Fatalf("expected a ZMTP 3.1 PING (name + 2-byte TTL), got %+v", f)
 	}
-	if !p.closedWithin(5 * time.Second) {
+	if !p.ClosedWithin(5 * time.Second) {
 		t.Fatal("silent peer was not closed")
 	}
 	took := time.Since(start)
@@ -363,22 +364,22 @@ func TestGuardVanishedPeer(t *testing.T) {
 func TestGuardTalkativePeerStaysUp(t *testing.T) {
 	cfg := shortHeartbeats(t)
 	r := echoRouter(t)
-	talk := dialRaw(t, sockAddr(r))
-	talk.handshake(t, 1, "DEALER")
-	pong := dialRaw(t, sockAddr(r))
-	pong.handshake(t, 1, "DEALER")
+	talk := zmtptest.Dial(t, sockAddr(r))
+	talk.Handshake(t, 1, "DEALER")
+	pong := zmtptest.Dial(t, sockAddr(r))
+	pong.Handshake(t, 1, "DEALER")
 
 	// pong answers every PING, talk ignores them but sends a message often
 	pongDone := make(chan error, 1)
 	go func() {
 		for {
-			f, err := pong.readFrame()
+			f, err := pong.ReadFrame()
 			if err != nil {
 				pongDone <- err
 				return
 			}
-			if f.cmd && bytes.HasPrefix(f.body, []byte("\x04PING")) {
-				if _, err := pong.c.Write(frameBytes([]byte("\x04PONG"), true, false)); err != nil {
+			if f.Cmd && bytes.HasPrefix(f.Body, []byte("\x04PING")) {
+				if _, err := pong.Conn.Write(zmtptest.Frame([]byte("\x04PONG"), true, false)); err != nil {
 					pongDone <- err
 					return
 				}
@@ -388,7 +389,7 @@ func TestGuardTalkativePeerStaysUp(t *testing.T) {
 	talkDone := make(chan error, 1)
 	go func() {
 		for {
-			if _, err := talk.readFrame(); err != nil {
+			if _, err := talk.ReadFrame(); err != nil {
 				talkDone <- err
 				return
 			}
@@ -396,7 +397,7 @@ func TestGuardTalkativePeerStaysUp(t *testing.T) {
 	}()
 	end := time.Now().Add(3 * cfg.HeartbeatTimeout)
 	for time.Now().Before(end) {
-		talk.write(t, frameBytes([]byte("hi"), false, false))
+		talk.Write(t, zmtptest.Frame([]byte("hi"), false, false))
 		select {
 		case err := <-talkDone:
 			t.Fatalf("talkative peer disconnected: %v", err)
@@ -470,31 +471,31 @@ func TestGuardIdleZmq4PeersStayUp(t *testing.T) {
 func TestGuardDuplicateIdentity(t *testing.T) {
 	before := Stats().IdentitiesRewritten
 	r := echoRouter(t)
-	var peers []*rawPeer
+	var peers []*zmtptest.Peer
 	for i := 0; i < 2; i++ {
-		p := dialRaw(t, sockAddr(r))
-		p.write(t, greeting(1, "NULL"))
-		p.write(t, frameBytes(readyBody(zPropSocketType, "DEALER", zPropIdentity, "same"), true, false))
+		p := zmtptest.Dial(t, sockAddr(r))
+		p.Write(t, zmtptest.Greeting(1, "NULL"))
+		p.Write(t, zmtptest.Frame(zmtptest.ReadyBody(zPropSocketType, "DEALER", zPropIdentity, "same"), true, false))
 		peers = append(peers, p)
 	}
 	for i, p := range peers {
-		if _, err := io.ReadFull(p.br, make([]byte, 64)); err != nil { // greeting
+		if _, err := io.ReadFull(p.R, make([]byte, 64)); err != nil { // greeting
 			t.Fatal(err)
 		}
-		p.write(t, frameBytes([]byte(fmt.Sprintf("from-%d", i)), false, false))
+		p.Write(t, zmtptest.Frame([]byte(fmt.Sprintf("from-%d", i)), false, false))
 	}
 	for i, p := range peers {
-		_ = p.c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_ = p.Conn.SetReadDeadline(time.Now().Add(3 * time.Second))
 		for {
-			f, err := p.readFrame()
+			f, err := p.ReadFrame()
 			if err != nil {
 				t.Fatalf("peer %d: %v", i, err)
 			}
-			if f.cmd {
+			if f.Cmd {
 				continue
 			}
-			if want := fmt.Sprintf("from-%d", i); string(f.body) != want {
-				t.Fatalf("peer %d got %q, want %q", i, f.body, want)
+			if want := fmt.Sprintf("from-%d", i); string(f.Body) != want {
+				t.Fatalf("peer %d got %q, want %q", i, f.Body, want)
 			}
 			break
 		}
@@ -594,8 +595,8 @@ func TestGuardNoGoroutineLeak(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		p := dialRaw(t, sockAddr(r))
-		p.write(t, greeting(1, "NULL")[:20]) // stuck in handshake when the socket closes
+		p := zmtptest.Dial(t, sockAddr(r))
+		p.Write(t, zmtptest.Greeting(1, "NULL")[:20]) // stuck in handshake when the socket closes
 		cancel()
 		_ = r.Close()
 	}()
@@ -619,22 +620,22 @@ func TestGuardCloseFlushes(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		p := &rawPeer{c: c, br: bufio.NewReader(c)}
-		_, _ = c.Write(append(greeting(0, "NULL"), frameBytes(readyBody(zPropSocketType, "ROUTER"), true, false)...))
+		p := &zmtptest.Peer{Conn: c, R: bufio.NewReader(c)}
+		_, _ = c.Write(append(zmtptest.Greeting(0, "NULL"), zmtptest.Frame(zmtptest.ReadyBody(zPropSocketType, "ROUTER"), true, false)...))
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.ReadFull(p.br, make([]byte, 64)); err != nil {
+		if _, err := io.ReadFull(p.R, make([]byte, 64)); err != nil {
 			got <- err
 			return
 		}
 		var frames [][]byte
 		for len(frames) < 3 {
-			f, err := p.readFrame()
+			f, err := p.ReadFrame()
 			if err != nil {
 				got <- fmt.Errorf("after %d frames: %w", len(frames), err)
 				return
 			}
-			if !f.cmd {
-				frames = append(frames, f.body)
+			if !f.Cmd {
+				frames = append(frames, f.Body)
 			}
 		}
 		if len(frames[0]) != 0 || !bytes.Equal(frames[1], []byte("hdr")) || !bytes.Equal(frames[2], body) {
