@@ -29,8 +29,11 @@ func Public(ep string) string {
 // BoundEndpoint returns the tcp:// endpoint a listening socket really got
 // (the port chosen by the kernel for ":0"), with a wildcard host shown as
 // 127.0.0.1 so that it can be dialed.
-func BoundEndpoint(s zmq4.Socket) string {
-	addr, ok := s.Addr().(*net.TCPAddr)
+func BoundEndpoint(s zmq4.Socket) string { return DialableEndpoint(s.Addr()) }
+
+// DialableEndpoint is BoundEndpoint for a listener's address.
+func DialableEndpoint(a net.Addr) string {
+	addr, ok := a.(*net.TCPAddr)
 	if !ok || addr == nil {
 		return ""
 	}
