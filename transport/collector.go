@@ -3,11 +3,8 @@ package transport
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"strings"
-	"sync"
 )
 
 // Collector is a bound SUB socket of our own, for the receiving side of
@@ -20,84 +17,24 @@ import (
 // timers off the proxy's path; the guarded transport underneath checks
 // every byte the publishers send.
 type Collector struct {
-	ln     net.Listener
+	*peerServer
 	handle func(frames [][]byte)
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
 }
 
 // ListenCollector binds a Collector to ep (tcp://host:port) over the
 // guarded transport. handle receives every message; it may be called from
 // several goroutines at once (one per publisher) and must not keep frames.
 func ListenCollector(ctx context.Context, ep string, handle func(frames [][]byte)) (*Collector, error) {
-	rest, ok := strings.CutPrefix(Endpoint(ep), Scheme+"://")
-	if !ok {
-		return nil, fmt.Errorf("collector: %s is not a tcp:// endpoint", Public(ep))
+	c := &Collector{handle: handle}
+	var err error
+	if c.peerServer, err = listenPeers(ctx, ep, c.serve); err != nil {
+		return nil, fmt.Errorf("collector: %w", err)
 	}
-	addr, err := plainTCP.Addr(rest)
-	if err != nil {
-		return nil, err
-	}
-	ln, err := guardTransport{}.Listen(ctx, addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", Public(ep), err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	c := &Collector{ln: ln, handle: handle, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
-	c.wg.Go(c.accept)
 	return c, nil
-}
-
-// Addr returns the address the Collector listens on.
-func (c *Collector) Addr() net.Addr { return c.ln.Addr() }
-
-// Close stops accepting, disconnects every publisher and waits for the
-// Collector's goroutines.
-func (c *Collector) Close() error {
-	c.cancel()
-	err := c.ln.Close()
-	c.mu.Lock()
-	for conn := range c.conns {
-		conn.Close()
-	}
-	c.mu.Unlock()
-	c.wg.Wait()
-	return err
-}
-
-func (c *Collector) accept() {
-	for {
-		conn, err := c.ln.Accept()
-		if err != nil {
-			if c.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		c.mu.Lock()
-		if c.ctx.Err() != nil {
-			c.mu.Unlock()
-			conn.Close()
-			return
-		}
-		c.conns[conn] = struct{}{}
-		c.mu.Unlock()
-		c.wg.Go(func() { c.serve(conn) })
-	}
 }
 
 // serve subscribes a publisher to everything and hands on what it sends.
 func (c *Collector) serve(conn net.Conn) {
-	defer func() {
-		c.mu.Lock()
-		delete(c.conns, conn)
-		c.mu.Unlock()
-		conn.Close()
-	}()
 	r := bufio.NewReader(conn)
 	if err := handshake(conn, r, "SUB", "PUB", "XPUB"); err != nil {
 		return

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -27,16 +26,11 @@ import (
 // idle ones, and cuts off a subscriber that stops reading instead of
 // letting it slow the others.
 type Fanout struct {
-	ln     net.Listener
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	*peerServer
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}   // every connection, subscriber or not yet
-	subs  map[*fanoutSub]struct{} // the subscribers, once their handshake is done
-
-	buf []byte // the message being published, under mu
+	mu   sync.Mutex
+	subs map[*fanoutSub]struct{} // subscribers whose handshake is done
+	buf  []byte                  // the message being published, under mu
 }
 
 // fanoutSub is one connected subscriber.
@@ -48,26 +42,13 @@ type fanoutSub struct {
 // ListenFanout binds a Fanout to ep (tcp://host:port) over the guarded
 // transport.
 func ListenFanout(ctx context.Context, ep string) (*Fanout, error) {
-	rest, ok := strings.CutPrefix(Endpoint(ep), Scheme+"://")
-	if !ok {
-		return nil, fmt.Errorf("fanout: %s is not a tcp:// endpoint", Public(ep))
+	f := &Fanout{subs: map[*fanoutSub]struct{}{}}
+	var err error
+	if f.peerServer, err = listenPeers(ctx, ep, f.serve); err != nil {
+		return nil, fmt.Errorf("fanout: %w", err)
 	}
-	addr, err := plainTCP.Addr(rest)
-	if err != nil {
-		return nil, err
-	}
-	ln, err := guardTransport{}.Listen(ctx, addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", Public(ep), err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	f := &Fanout{ln: ln, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}, subs: map[*fanoutSub]struct{}{}}
-	f.wg.Go(f.accept)
 	return f, nil
 }
-
-// Addr returns the address the Fanout listens on.
-func (f *Fanout) Addr() net.Addr { return f.ln.Addr() }
 
 // Subscribers returns how many subscribers are connected.
 func (f *Fanout) Subscribers() int {
@@ -103,50 +84,9 @@ func (f *Fanout) Publish(frames [][]byte) {
 	}
 }
 
-// Close stops accepting, disconnects every subscriber and waits for the
-// Fanout's goroutines.
-func (f *Fanout) Close() error {
-	f.cancel()
-	err := f.ln.Close()
-	f.mu.Lock()
-	for conn := range f.conns {
-		conn.Close()
-	}
-	f.mu.Unlock()
-	f.wg.Wait()
-	return err
-}
-
-func (f *Fanout) accept() {
-	for {
-		conn, err := f.ln.Accept()
-		if err != nil {
-			if f.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		f.mu.Lock()
-		if f.ctx.Err() != nil {
-			f.mu.Unlock()
-			conn.Close()
-			return
-		}
-		f.conns[conn] = struct{}{}
-		f.mu.Unlock()
-		f.wg.Go(func() { f.serve(conn) })
-	}
-}
-
 // serve does the ZMTP handshake as an XPUB, then follows the subscriber's
 // subscriptions until it goes away.
 func (f *Fanout) serve(conn net.Conn) {
-	defer func() {
-		f.mu.Lock()
-		delete(f.conns, conn)
-		f.mu.Unlock()
-		conn.Close()
-	}()
 	r := bufio.NewReader(conn)
 	if err := handshake(conn, r, "XPUB", "SUB", "XSUB"); err != nil {
 		return
