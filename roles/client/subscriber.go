@@ -44,8 +44,8 @@ type Subscriber struct {
 
 // NewSubscriber starts a subscriber. deliver is called from the
 // subscriber's goroutine with every publication of a subscribed topic, in
-// order; it should return quickly (a slow reader holds up the broker's
-// delivery to everyone). Close stops it.
+// order; it should return quickly (a subscriber that falls megabytes
+// behind is cut off by the broker, and reconnects). Close stops it.
 func NewSubscriber(ctx context.Context, cfg SubscriberConfig, deliver func(proto.Received), log *slog.Logger) *Subscriber {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
