@@ -12,11 +12,11 @@ package e2e
 // slowsub_test.go and vanish_test.go use.
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -478,27 +478,7 @@ type chatProcess struct {
 	name   string
 	cmd    *exec.Cmd
 	exited chan struct{}
-	out    lockedBuffer // stderr: logs, and a panic's trace
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if os.Getenv("CHAT_TEST_LOG") != "" {
-		os.Stderr.Write(p)
-	}
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	out    clustertest.Output // stderr: logs, and a panic's trace
 }
 
 // startChatProcess runs `chat role args...`; it is stopped when t ends.
@@ -506,6 +486,9 @@ func startChatProcess(t *testing.T, bin, role string, args ...string) *chatProce
 	t.Helper()
 	p := &chatProcess{name: role, cmd: exec.Command(bin, append([]string{role}, args...)...), exited: make(chan struct{})}
 	p.cmd.Stderr = &p.out
+	if os.Getenv("CHAT_TEST_LOG") != "" {
+		p.cmd.Stderr = io.MultiWriter(&p.out, os.Stderr)
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

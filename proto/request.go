@@ -25,25 +25,20 @@ func ParseRequest(frame []byte, lim Limits) (Request, error) {
 		return Request{}, Errorf(ErrorService, "request is not valid MessagePack: %v", err)
 	}
 	// The map's keys may come in any order: find service and data first.
-	n, rest, ok := mapHeader(frame)
-	if !ok {
-		return Request{}, Errorf(ErrorService, "request must be a MessagePack map {service, data}, got %s", rawTypeName(frame))
-	}
 	var service, data []byte
-	for range n {
-		var key, value []byte
-		key, rest = nextValue(rest)
-		value, rest = nextValue(rest)
-		k, isString := rawString(key)
-		if !isString {
-			return Request{}, Errorf(ErrorService, "request map keys must be strings")
-		}
-		switch k {
+	ok, stringKeys := eachEntry(frame, func(key string, value []byte) {
+		switch key {
 		case "service":
 			service = value
 		case "data":
 			data = value
 		}
+	})
+	if !ok {
+		return Request{}, Errorf(ErrorService, "request must be a MessagePack map {service, data}, got %s", rawTypeName(frame))
+	}
+	if !stringKeys {
+		return Request{}, Errorf(ErrorService, "request map keys must be strings")
 	}
 	svc, isString := rawString(service)
 	if !isString {
@@ -52,22 +47,37 @@ func ParseRequest(frame []byte, lim Limits) (Request, error) {
 	r := Request{Service: strings.Clone(svc)}
 	var f rawFields
 	if data != nil && data[0] != 0xc0 { // absent or nil data is an empty map
-		n, rest, ok := mapHeader(data)
+		ok, stringKeys := eachEntry(data, f.set)
 		if !ok {
 			return r, Errorf(r.Service, "field \"data\" must be a map, got %s", rawTypeName(data))
 		}
-		for range n {
-			var key, value []byte
-			key, rest = nextValue(rest)
-			value, rest = nextValue(rest)
-			k, isString := rawString(key)
-			if !isString {
-				return r, Errorf(r.Service, "field \"data\" must be a map with string keys")
-			}
-			f.set(k, value)
+		if !stringKeys {
+			return r, Errorf(r.Service, "field \"data\" must be a map with string keys")
 		}
 	}
 	return f.request(r, lim)
+}
+
+// eachEntry calls fn for every entry of the MessagePack map m (checked by
+// wellFormed) whose key is a string. isMap is false when m is not a map;
+// stringKeys is false when some key is not a string.
+func eachEntry(m []byte, fn func(key string, value []byte)) (isMap, stringKeys bool) {
+	n, rest, isMap := mapHeader(m)
+	if !isMap {
+		return false, false
+	}
+	stringKeys = true
+	for range n {
+		var key, value []byte
+		key, rest = nextValue(rest)
+		value, rest = nextValue(rest)
+		if k, ok := rawString(key); ok {
+			fn(k, value)
+		} else {
+			stringKeys = false
+		}
+	}
+	return true, stringKeys
 }
 
 // rawFields holds the raw MessagePack values of the data fields a request
