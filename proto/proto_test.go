@@ -168,12 +168,11 @@ func FuzzParseRequest(f *testing.F) {
 		if r.Service == "" {
 			t.Fatalf("accepted request without service")
 		}
-		// The fast reader and the general one agree on what a frame is.
-		if len(b) <= lim.MaxRequest {
-			env, err := Decode(b)
-			if err != nil || env.Service != r.Service {
-				t.Fatalf("ParseRequest accepted %x as %q; Decode says %q, %v", b, r.Service, env.Service, err)
-			}
+		// The fast reader and the general one agree on the service of a
+		// frame both accept. (Decode may refuse what ParseRequest rightly
+		// ignores: an extension type in an unknown field.)
+		if env, err := Decode(b); err == nil && env.Service != r.Service {
+			t.Fatalf("ParseRequest accepted %x as %q; Decode says %q", b, r.Service, env.Service)
 		}
 	})
 }
