@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 
+	"chat/internal/clustertest"
 	"chat/roles/broker"
 	"chat/transport"
 )
@@ -114,9 +115,7 @@ func startBrokerProxy(b *testing.B) fanoutProxy {
 // kernel-chosen ports on 127.0.0.1; it is closed on cleanup.
 func startFanoutBroker(b *testing.B) *broker.Broker {
 	b.Helper()
-	cfg := broker.DefaultConfig()
-	cfg.Front, cfg.Back, cfg.PubIn, cfg.PubOut = "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0"
-	brk, err := broker.Start(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	brk, err := broker.Start(context.Background(), clustertest.LocalBrokerConfig(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 
+	"chat/internal/clustertest"
 	"chat/proto"
 	"chat/roles/broker"
 	"chat/roles/server"
@@ -165,9 +166,7 @@ func startServer(b *testing.B, preload int) (*server.Server, string) {
 // broker's front endpoint.
 func startBrokered(b *testing.B) (string, *broker.Broker) {
 	b.Helper()
-	bc := broker.DefaultConfig()
-	bc.Front, bc.Back, bc.PubIn, bc.PubOut = "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0"
-	brk, err := broker.Start(context.Background(), bc, slog.New(slog.DiscardHandler))
+	brk, err := broker.Start(context.Background(), clustertest.LocalBrokerConfig(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}

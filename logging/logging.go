@@ -121,3 +121,11 @@ func (d *dynamicHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 func (d *dynamicHandler) WithGroup(name string) slog.Handler {
 	return &dynamicHandler{inner: d.inner.WithGroup(name), fn: d.fn}
 }
+
+// WithClock returns log with every record stamped "clock=" with the value
+// of the Lamport clock c at the moment it is logged.
+func WithClock(log *slog.Logger, c interface{ Now() uint64 }) *slog.Logger {
+	return slog.New(Dynamic(log.Handler(), func() []slog.Attr {
+		return []slog.Attr{slog.Uint64("clock", c.Now())}
+	}))
+}

@@ -104,8 +104,10 @@ func (c *Client) Do(ctx context.Context, req []byte) ([]byte, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		c.log.Warn("request failed, retrying on a fresh socket", "attempt", attempt+1, "err", err)
 		c.reset()
+		if attempt+1 < c.cfg.Attempts {
+			c.log.Warn("request failed, retrying on a fresh socket", "attempt", attempt+1, "err", err)
+		}
 	}
 	return nil, fmt.Errorf("%w after %d attempts: %v", ErrNoReply, c.cfg.Attempts, lastErr)
 }

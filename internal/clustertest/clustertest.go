@@ -28,11 +28,17 @@ func Log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// BrokerConfig is a broker config on kernel-chosen local ports with short
-// timeouts.
-func BrokerConfig() broker.Config {
+// LocalBrokerConfig is the default broker config on kernel-chosen ports of
+// 127.0.0.1 (benchmarks keep the default timeouts).
+func LocalBrokerConfig() broker.Config {
 	cfg := broker.DefaultConfig()
 	cfg.Front, cfg.Back, cfg.PubIn, cfg.PubOut = "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "tcp://127.0.0.1:0"
+	return cfg
+}
+
+// BrokerConfig is LocalBrokerConfig with short timeouts, for tests.
+func BrokerConfig() broker.Config {
+	cfg := LocalBrokerConfig()
 	cfg.HeartbeatInterval = 100 * time.Millisecond
 	cfg.ServerTimeout = 500 * time.Millisecond
 	cfg.RequestTimeout = 2 * time.Second

@@ -95,9 +95,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	lamport := &clock.Lamport{}
-	log = slog.New(logging.Dynamic(log.Handler(), func() []slog.Attr {
-		return []slog.Attr{slog.Uint64("clock", lamport.Now())}
-	})).With("role", "broker")
+	log = logging.WithClock(log, lamport).With("role", "broker")
 	ctx, cancel := context.WithCancel(ctx)
 	b := &Broker{cfg: cfg, log: log, lamport: lamport, cancel: cancel}
 

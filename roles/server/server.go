@@ -128,9 +128,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = slog.New(logging.Dynamic(log.Handler(), func() []slog.Attr {
-		return []slog.Attr{slog.Uint64("clock", lamport.Now())}
-	})).With("server", cfg.Name)
+	log = logging.WithClock(log, lamport).With("server", cfg.Name)
 
 	ctx, cancel := context.WithCancel(ctx)
 	s := &Server{
