@@ -266,3 +266,23 @@ func typeName(v any) string {
 	}
 	return fmt.Sprintf("%T", v)
 }
+
+// PeekService returns the service of a request frame without checking
+// the rest of it, nor its size ("" when no service can be read). Servers
+// use it to route their cluster's own messages, which may be larger than
+// a client request.
+func PeekService(frame []byte) string {
+	if wellFormed(frame) != nil {
+		return ""
+	}
+	var service []byte
+	if ok, _ := eachEntry(frame, func(key string, value []byte) {
+		if key == "service" {
+			service = value
+		}
+	}); !ok || service == nil {
+		return ""
+	}
+	s, _ := rawString(service)
+	return s
+}

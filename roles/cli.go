@@ -48,7 +48,8 @@ func App(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			boolFlag("log-json", false, "write logs as JSON lines instead of text"),
 			stringFlag("log-level", "info", "lowest log level shown: debug, info, warn, error"),
 		},
-		Commands:     []*cli.Command{upCommand(), serverCommand(), brokerCommand(), clientCommand(), botCommand()},
+		Commands: []*cli.Command{upCommand(), serverCommand(), brokerCommand(), referenceCommand(), clientCommand(),
+			botCommand(), statusCommand(), healthCommand()},
 		OnUsageError: usageError,
 		// Errors are printed and turned into exit codes by main, not here.
 		ExitErrHandler:  func(*cli.Context, error) {},
@@ -151,7 +152,9 @@ func serverCommand() *cli.Command {
 			stringFlag("advertise", "", "endpoint peers use to reach --listen (default: --listen)"),
 			stringFlag("broker-back", d.BrokerBack, "broker's back end to serve routed requests (empty: none)"),
 			stringFlag("broker-pub", d.BrokerPub, "broker's publish-in endpoint (empty: publish nowhere)"),
-			stringFlag("reference", "tcp://localhost:5559", "reference registry (empty: run alone)"),
+			stringFlag("broker-sub", "tcp://localhost:5558", "broker's publish-out, to hear coordinator announcements (empty: none)"),
+			stringFlag("reference", "tcp://localhost:5559", "reference registry (empty: run alone, a cluster of one)"),
+			intFlag("replicas", d.Cluster.Replicas, "servers in the cluster: a write is acknowledged once a majority of them hold it"),
 			stringFlag("data", d.DataDir, "directory of the server's data file"),
 			durationFlag("clock-skew", 0, "fixed error added to this server's physical clock (demos, tests)"),
 			intFlag("workers", d.Workers, "requests served concurrently"),
@@ -159,6 +162,15 @@ func serverCommand() *cli.Command {
 			durationFlag("broker-timeout", d.BrokerTimeout, "broker silence after which the server reconnects"),
 			floatFlag("rate-limit", d.RateLimit.Rate, "requests per second allowed to each direct client (0: no limit)"),
 			intFlag("rate-burst", d.RateLimit.Burst, "requests a direct client may send at once above the rate"),
+			durationFlag("election-timeout", d.Cluster.Election.AnswerTimeout, "Bully: wait for an OK from a higher rank before winning"),
+			durationFlag("announce-timeout", d.Cluster.Election.AnnounceTimeout, "Bully: after an OK, wait for the winner's announcement before starting over"),
+			durationFlag("coordinator-timeout", d.Cluster.Election.CoordinatorTimeout, "Bully: a coordinator silent this long is taken for dead"),
+			durationFlag("announce-interval", d.Cluster.Election.AnnounceInterval, "Bully: how often the coordinator re-announces itself"),
+			durationFlag("ping-interval", d.Cluster.PingInterval, "how often a server checks its coordinator is alive"),
+			durationFlag("peer-timeout", d.Cluster.PeerTimeout, "how long a request to another server waits for its reply"),
+			durationFlag("commit-timeout", d.Cluster.CommitTimeout, "how long a write waits to reach a majority before the client is told to retry"),
+			durationFlag("berkeley-interval", d.Cluster.BerkeleyInterval, "the coordinator syncs clocks at least this often"),
+			intFlag("berkeley-every", d.Cluster.BerkeleyEvery, "... and after this many requests (0: by time only)"),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -166,6 +178,19 @@ func serverCommand() *cli.Command {
 				return err
 			}
 			cfg := server.DefaultConfig(c.String("name"))
+			cfg.Advertise = c.String("advertise")
+			cfg.BrokerSub = c.String("broker-sub")
+			cfg.Reference = c.String("reference")
+			cfg.Cluster.Replicas = c.Int("replicas")
+			cfg.Cluster.Election.AnswerTimeout = c.Duration("election-timeout")
+			cfg.Cluster.Election.AnnounceTimeout = c.Duration("announce-timeout")
+			cfg.Cluster.Election.CoordinatorTimeout = c.Duration("coordinator-timeout")
+			cfg.Cluster.Election.AnnounceInterval = c.Duration("announce-interval")
+			cfg.Cluster.PingInterval = c.Duration("ping-interval")
+			cfg.Cluster.PeerTimeout = c.Duration("peer-timeout")
+			cfg.Cluster.CommitTimeout = c.Duration("commit-timeout")
+			cfg.Cluster.BerkeleyInterval = c.Duration("berkeley-interval")
+			cfg.Cluster.BerkeleyEvery = c.Int("berkeley-every")
 			cfg.Listen = c.String("listen")
 			cfg.BrokerBack = c.String("broker-back")
 			cfg.BrokerPub = c.String("broker-pub")
@@ -304,18 +329,23 @@ func upCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "up",
 		Usage: "run the whole topology on localhost in one process",
-		Description: "Starts the broker on the standard's ports (5555-5558) and the server(s) on\n" +
-			"5560 and up, prints every endpoint, and runs until Ctrl-C.",
+		Description: "Starts the reference on 5559, the broker on the standard's ports (5555-5558)\n" +
+			"and three replicated servers on 5561-5563, prints every endpoint, and runs\n" +
+			"until Ctrl-C.",
 		Flags: []cli.Flag{
 			stringFlag("data", "./data", "directory of the servers' data files"),
 			intFlag("bots", 0, "bots to run in-process"),
+			stringFlag("host", "127.0.0.1", "interface every role binds (0.0.0.0: all)"),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
-			cfg := up.DefaultConfig()
+			if c.Args().Present() {
+				return usage(fmt.Errorf("up takes no arguments (got %q); see --help", c.Args().First()))
+			}
+			cfg := up.DefaultConfig(c.String("host"))
 			cfg.DataDir = c.String("data")
 			cfg.Bots = c.Int("bots")
 			if err := cfg.Validate(); err != nil {

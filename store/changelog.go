@@ -43,7 +43,8 @@ const (
 	entryChannel = "channel"
 	entryPost    = "post"
 	entryDirect  = "direct"
-	entryKey     = "key" // only a request key and its reply: the change failed a check
+	entryKey     = "key"  // only a request key and its reply: the change failed a check
+	entryNoop    = "noop" // nothing: the first entry of a new coordinator's epoch (replication)
 )
 
 // entry is one change as written to the log.
@@ -61,6 +62,9 @@ type entry struct {
 	Reply  []byte `msgpack:"reply,omitempty"`   // reply stored under Key
 	KeyTS  int64  `msgpack:"key_ts,omitempty"`  // when Key was applied, Unix milliseconds
 	HasKey bool   `msgpack:"has_key,omitempty"` // Key is set (Reply may be empty)
+	Epoch  uint64 `msgpack:"epoch,omitempty"`   // replication epoch of the coordinator that ordered it
+
+	raw []byte // the encoded payload, as framed in the log and sent to replicas
 }
 
 // appendFrame appends e, framed, to buf.
@@ -69,10 +73,16 @@ func appendFrame(buf []byte, e *entry) ([]byte, error) {
 	if err != nil {
 		return buf, err
 	}
+	e.raw = payload
+	return appendRawFrame(buf, payload), nil
+}
+
+// appendRawFrame appends an already encoded payload, framed, to buf.
+func appendRawFrame(buf, payload []byte) []byte {
 	var hdr [8]byte
 	binary.BigEndian.PutUint32(hdr[0:4], uint32(len(payload)))
 	binary.BigEndian.PutUint32(hdr[4:8], crc32.Checksum(payload, crcTable))
-	return append(append(buf, hdr[:]...), payload...), nil
+	return append(append(buf, hdr[:]...), payload...)
 }
 
 // errTorn marks the end of the readable log: a frame cut short or damaged.
@@ -106,6 +116,7 @@ func readFrame(r *bufio.Reader) (*entry, int, error) {
 	if err := msgpack.Unmarshal(payload, &e); err != nil {
 		return nil, 0, errTorn
 	}
+	e.raw = payload
 	return &e, 8 + int(n), nil
 }
 

@@ -20,7 +20,7 @@ const pruneEvery = time.Minute
 
 // statements are the indexer's SQL statements, prepared once at Open.
 type statements struct {
-	storeKey, pruneKeys, setApplied                       *sql.Stmt
+	storeKey, pruneKeys, setApplied, insertLog            *sql.Stmt
 	insertLogin, insertUser, insertChannel, insertMessage *sql.Stmt
 }
 
@@ -33,6 +33,7 @@ func prepare(db *sql.DB) (*statements, error) {
 		{&st.storeKey, `INSERT INTO requests (request_key, reply, created_ms) VALUES (?, ?, ?)
 			ON CONFLICT (request_key) DO UPDATE SET reply = excluded.reply, created_ms = excluded.created_ms`},
 		{&st.pruneKeys, "DELETE FROM requests WHERE created_ms < ?"},
+		{&st.insertLog, "INSERT OR REPLACE INTO log (lsn, epoch, entry) VALUES (?, ?, ?)"},
 		{&st.setApplied, "INSERT INTO meta (key, value) VALUES ('applied_lsn', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"},
 		{&st.insertLogin, "INSERT INTO logins (user, ts_ms) VALUES (?, ?)"},
 		{&st.insertUser, "INSERT OR IGNORE INTO users (name, first_seen_ms) VALUES (?, ?)"},
@@ -50,7 +51,7 @@ func prepare(db *sql.DB) (*statements, error) {
 
 // indexer is the indexer goroutine: it applies entries until the syncer
 // closes its channel.
-func (s *Store) indexer() {
+func (s *engine) indexer() {
 	defer close(s.indexed)
 	defer s.stopWaiting()
 	for first := range s.toIndex {
@@ -72,7 +73,7 @@ func (s *Store) indexer() {
 // gather returns first and the entries that arrive within IndexLinger,
 // up to IndexBatch: a few large transactions cost SQLite far less than
 // many small ones.
-func (s *Store) gather(first []*entry) []*entry {
+func (s *engine) gather(first []*entry) []*entry {
 	entries := first
 	linger := time.NewTimer(s.cfg.IndexLinger)
 	defer linger.Stop()
@@ -91,14 +92,18 @@ func (s *Store) gather(first []*entry) []*entry {
 }
 
 // index applies entries in one transaction.
-func (s *Store) index(entries []*entry) error {
+func (s *engine) index(entries []*entry) error {
 	tx, err := s.wdb.Begin()
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback() // a no-op after Commit
 	insertMessage := tx.Stmt(s.stmts.insertMessage)
+	insertLog := tx.Stmt(s.stmts.insertLog)
 	for _, e := range entries {
+		if _, err = insertLog.Exec(int64(e.LSN), int64(e.Epoch), e.raw); err != nil {
+			return err
+		}
 		switch e.Kind {
 		case entryLogin:
 			if _, err = tx.Stmt(s.stmts.insertLogin).Exec(e.User, e.TS); err == nil {
@@ -136,7 +141,7 @@ func (s *Store) index(entries []*entry) error {
 
 // setIndexed records that everything up to lsn is in SQLite and wakes the
 // readers waiting for it.
-func (s *Store) setIndexed(lsn uint64) {
+func (s *engine) setIndexed(lsn uint64) {
 	s.indexMu.Lock()
 	s.indexedLSN = lsn
 	s.indexMu.Unlock()
@@ -145,7 +150,7 @@ func (s *Store) setIndexed(lsn uint64) {
 
 // stopWaiting releases every reader waiting for the indexer, for good: at
 // Close, or when the indexer has failed.
-func (s *Store) stopWaiting() {
+func (s *engine) stopWaiting() {
 	s.indexMu.Lock()
 	s.indexDone = true
 	s.indexMu.Unlock()
@@ -153,7 +158,7 @@ func (s *Store) stopWaiting() {
 }
 
 // waitIndexed blocks until SQLite holds everything acknowledged so far.
-func (s *Store) waitIndexed() {
+func (s *engine) waitIndexed() {
 	target := s.ackedLSN.Load()
 	s.indexMu.Lock()
 	defer s.indexMu.Unlock()
@@ -164,7 +169,7 @@ func (s *Store) waitIndexed() {
 
 // dropIndexedSegments deletes the log segments whose entries are all in
 // SQLite. The segment being written is never among them.
-func (s *Store) dropIndexedSegments(lsn uint64) {
+func (s *engine) dropIndexedSegments(lsn uint64) {
 	s.segMu.Lock()
 	defer s.segMu.Unlock()
 	if len(s.segFirsts) < 2 || s.segFirsts[1] > lsn+1 {
@@ -184,7 +189,7 @@ func (s *Store) dropIndexedSegments(lsn uint64) {
 // syncSQLite makes every committed SQLite transaction durable by fsyncing
 // SQLite's write-ahead log (its commits do not, see dsn), so that the
 // change log segments they came from may be deleted.
-func (s *Store) syncSQLite() error {
+func (s *engine) syncSQLite() error {
 	f, err := os.Open(s.cfg.Path + "-wal")
 	if errors.Is(err, os.ErrNotExist) {
 		return syncFile(s.cfg.Path) // checkpointed and removed: the main file holds it all

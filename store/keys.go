@@ -24,7 +24,7 @@ type keyAge struct {
 }
 
 // rememberKey records a key the writer is appending.
-func (s *Store) rememberKey(key string, reply []byte, lsn uint64, now time.Time) {
+func (s *engine) rememberKey(key string, reply []byte, lsn uint64, now time.Time) {
 	s.keysMu.Lock()
 	defer s.keysMu.Unlock()
 	s.keys[key] = &pendingKey{reply: reply, lsn: lsn, appended: now}
@@ -33,7 +33,7 @@ func (s *Store) rememberKey(key string, reply []byte, lsn uint64, now time.Time)
 
 // keySeen reports whether the writer has appended key recently (and it has
 // not expired).
-func (s *Store) keySeen(key string) bool {
+func (s *engine) keySeen(key string) bool {
 	s.keysMu.Lock()
 	defer s.keysMu.Unlock()
 	k, ok := s.keys[key]
@@ -41,7 +41,7 @@ func (s *Store) keySeen(key string) bool {
 }
 
 // keysDurable marks the keys of entries up to lsn as durable.
-func (s *Store) keysDurable(lsn uint64) {
+func (s *engine) keysDurable(lsn uint64) {
 	s.keysMu.Lock()
 	defer s.keysMu.Unlock()
 	for i := len(s.keyOrder) - 1; i >= 0; i-- {
@@ -61,7 +61,7 @@ func (s *Store) keysDurable(lsn uint64) {
 }
 
 // durableKey returns the reply of a key held in memory, once durable.
-func (s *Store) durableKey(key string) ([]byte, bool) {
+func (s *engine) durableKey(key string) ([]byte, bool) {
 	s.keysMu.Lock()
 	defer s.keysMu.Unlock()
 	if k, ok := s.keys[key]; ok && k.durable && time.Since(k.appended) < s.cfg.RequestKeyTTL {
@@ -72,7 +72,7 @@ func (s *Store) durableKey(key string) ([]byte, bool) {
 
 // forgetIndexedKeys drops keys indexed up to lsn that were appended more
 // than KeyGrace ago.
-func (s *Store) forgetIndexedKeys(lsn uint64, now time.Time) {
+func (s *engine) forgetIndexedKeys(lsn uint64, now time.Time) {
 	s.keysMu.Lock()
 	defer s.keysMu.Unlock()
 	n := 0

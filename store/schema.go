@@ -49,6 +49,16 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_by_age ON requests (created_ms);
 
+-- Every change log entry, as encoded in the log, by log sequence number:
+-- the replication stream that catches up a server that missed entries (a
+-- server that is new or whose log diverged reads it from lsn 1). epoch is
+-- the coordinator's epoch that ordered the entry.
+CREATE TABLE IF NOT EXISTS log (
+	lsn   INTEGER PRIMARY KEY,
+	epoch INTEGER NOT NULL,
+	entry BLOB NOT NULL
+);
+
 -- The last change log entry applied here (key 'applied_lsn'): on Open, the
 -- entries of the log beyond it are applied.
 CREATE TABLE IF NOT EXISTS meta (

@@ -56,6 +56,9 @@ var (
 	// already been applied; the change is not applied again and
 	// Replay(key) returns the stored reply.
 	ErrDuplicate = errors.New("store: request already applied")
+	// ErrGap is returned by Append when the entries do not follow the
+	// log's last entry.
+	ErrGap = errors.New("store: entries do not follow the log")
 )
 
 // Config configures a Store.
@@ -72,6 +75,9 @@ type Config struct {
 	// throughput by a third for under 0.2 ms of latency.
 	SyncInterval time.Duration
 	KeyGrace     time.Duration // how long an indexed request key stays in memory (default 1 min)
+	// TailEntries is how many of the newest durable entries are kept in
+	// memory for replication (default 65536); older ones are read from SQLite.
+	TailEntries int
 }
 
 // Default values of Config fields left at zero.
@@ -83,6 +89,7 @@ const (
 	DefaultIndexLinger   = 5 * time.Millisecond
 	DefaultSyncInterval  = 200 * time.Microsecond
 	DefaultKeyGrace      = time.Minute
+	DefaultTailEntries   = 1 << 16
 )
 
 // DefaultConfig returns the default configuration for the file at path.
@@ -130,6 +137,9 @@ func (c Config) withDefaults() Config {
 	if c.SyncInterval == 0 {
 		c.SyncInterval = DefaultSyncInterval
 	}
+	if c.TailEntries <= 0 {
+		c.TailEntries = DefaultTailEntries
+	}
 	return c
 }
 
@@ -167,13 +177,17 @@ type Channel struct {
 	Timestamp time.Time
 }
 
-// Change is one durable write: exactly one of Login, Channel, Message is set.
+// Change is one durable write: exactly one of Login, Channel, Message,
+// Noop is set.
 //
 // A zero Timestamp in the set value means "now".
 type Change struct {
 	Login   *Login
 	Channel *Channel
 	Message *Message // ID is ignored and assigned
+	// Noop writes an entry that changes nothing: a new coordinator's first
+	// entry in its epoch (see package replication).
+	Noop bool
 
 	// RequestKey, if not empty, is stored with the change in the same
 	// transaction, together with the reply to send; Replay returns that
@@ -194,13 +208,13 @@ type Change struct {
 // validate checks the shape of ch; state-dependent checks are the writer's.
 func (ch Change) validate() error {
 	n := 0
-	for _, set := range []bool{ch.Login != nil, ch.Channel != nil, ch.Message != nil} {
+	for _, set := range []bool{ch.Login != nil, ch.Channel != nil, ch.Message != nil, ch.Noop} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		return errors.New("store: a change must set exactly one of Login, Channel, Message")
+		return errors.New("store: a change must set exactly one of Login, Channel, Message, Noop")
 	}
 	switch {
 	case ch.Login != nil && ch.Login.User == "":
@@ -258,7 +272,7 @@ type Stats struct {
 }
 
 // Store is the durable store of one chat server. It is safe for concurrent use.
-type Store struct {
+type engine struct {
 	cfg   Config
 	wdb   *sql.DB     // the indexer's connection to SQLite
 	stmts *statements // the indexer's prepared statements
@@ -313,18 +327,26 @@ type Store struct {
 
 	lastPrune time.Time // when the indexer last pruned request keys
 
+	// Replication (replica.go).
+	epoch        atomic.Uint64 // epoch stamped on new entries
+	durableEpoch atomic.Uint64 // epoch of the entry at ackedLSN
+	tailMu       sync.Mutex
+	tail         []*entry // the newest durable entries, in LSN order
+	notifyMu     sync.Mutex
+	notify       chan struct{} // closed (and replaced) whenever ackedLSN grows
+
 	testHookBatch atomic.Pointer[func()] // called by the writer before each batch (tests only)
 }
 
 // Open opens (or creates) the store at cfg.Path, applies to SQLite what the
 // change log holds beyond it, loads the users and channels, and starts the
 // writer, syncer and indexer goroutines.
-func Open(cfg Config) (*Store, error) {
+func openEngine(cfg Config) (*engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Store{
+	s := &engine{
 		cfg:      cfg,
 		stop:     make(chan struct{}),
 		queue:    make(chan *request, cfg.MaxBatch),
@@ -335,6 +357,7 @@ func Open(cfg Config) (*Store, error) {
 		users:    make(map[string]bool),
 		channels: make(map[string]bool),
 		keys:     make(map[string]*pendingKey),
+		notify:   make(chan struct{}),
 	}
 	s.indexCond = sync.NewCond(&s.indexMu)
 	if err := s.openSQLite(); err != nil {
@@ -352,7 +375,7 @@ func Open(cfg Config) (*Store, error) {
 }
 
 // openSQLite opens the indexer's connection and the read pool.
-func (s *Store) openSQLite() error {
+func (s *engine) openSQLite() error {
 	wdb, err := sql.Open("sqlite", dsn(s.cfg.Path, false))
 	if err != nil {
 		return err
@@ -380,7 +403,7 @@ func (s *Store) openSQLite() error {
 
 // recover applies the log entries SQLite lacks, deletes the log, loads the
 // in-memory state and starts a fresh log segment.
-func (s *Store) recover() error {
+func (s *engine) recover() error {
 	if err := os.MkdirAll(s.logDir, 0o755); err != nil {
 		return err
 	}
@@ -430,6 +453,11 @@ func (s *Store) recover() error {
 	}
 	s.indexedLSN = s.lastLSN
 	s.ackedLSN.Store(s.lastLSN)
+	var epoch int64
+	if err := s.wdb.QueryRow("SELECT coalesce((SELECT epoch FROM log ORDER BY lsn DESC LIMIT 1), 0)").Scan(&epoch); err != nil {
+		return err
+	}
+	s.durableEpoch.Store(uint64(epoch))
 	s.wUsers, s.wChannels = maps.Clone(s.users), maps.Clone(s.channels)
 	s.lastWritten = s.lastLSN
 	s.seg, err = createSegment(s.logDir, s.lastLSN+1, s.cfg.SegmentSize)
@@ -462,7 +490,7 @@ func dsn(path string, readOnly bool) string {
 }
 
 // load reads the users, the channels and the number of messages.
-func (s *Store) load() error {
+func (s *engine) load() error {
 	for table, set := range map[string]map[string]bool{"users": s.users, "channels": s.channels} {
 		rows, err := s.wdb.Query("SELECT name FROM " + table)
 		if err != nil {
@@ -493,7 +521,7 @@ func (s *Store) load() error {
 // Close stops the writer after every change already queued is durable and
 // indexed, deletes the log (SQLite holds all of it) and closes the
 // database. Apply called after Close returns ErrClosed.
-func (s *Store) Close() error {
+func (s *engine) Close() error {
 	s.closeMu.Lock()
 	if s.closed {
 		s.closeMu.Unlock()
@@ -504,6 +532,7 @@ func (s *Store) Close() error {
 
 	close(s.stop)
 	<-s.indexed // the writer, then the syncer, then the indexer have returned
+	s.wakeForGood()
 	errs := []error{s.seg.Close()}
 	if s.failure() == nil && s.syncSQLite() == nil {
 		s.segMu.Lock()
@@ -516,7 +545,7 @@ func (s *Store) Close() error {
 }
 
 // isClosed reports whether Close has been called.
-func (s *Store) isClosed() bool {
+func (s *engine) isClosed() bool {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	return s.closed
@@ -528,42 +557,53 @@ func (s *Store) isClosed() bool {
 // ErrNoUser and nothing but the request key is stored. If ctx ends while the
 // change is still queued, Apply returns ctx.Err() and the change is not
 // applied; once the writer has taken it, Apply waits for the commit.
-func (s *Store) Apply(ctx context.Context, ch Change) (int64, error) {
+func (s *engine) Apply(ctx context.Context, ch Change) (int64, error) {
+	id, _, err := s.submit(ctx, ch)
+	return id, err
+}
+
+// submit is Apply that also returns the LSN of the entry written (0 when
+// none was: a failed check without a request key).
+func (s *engine) submit(ctx context.Context, ch Change) (int64, uint64, error) {
 	if err := ch.validate(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
+	return s.enqueue(ctx, &request{change: ch.copyWithTime(time.Now()), done: make(chan struct{})})
+}
+
+// enqueue hands r to the writer and waits for its outcome.
+func (s *engine) enqueue(ctx context.Context, r *request) (int64, uint64, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	r := &request{change: ch.copyWithTime(time.Now()), done: make(chan struct{})}
 
 	s.closeMu.RLock()
 	if s.closed {
 		s.closeMu.RUnlock()
-		return 0, ErrClosed
+		return 0, 0, ErrClosed
 	}
 	select {
 	case s.queue <- r:
 		s.closeMu.RUnlock()
 	case <-ctx.Done():
 		s.closeMu.RUnlock()
-		return 0, ctx.Err()
+		return 0, 0, ctx.Err()
 	}
 
 	select {
 	case <-r.done:
 	case <-ctx.Done():
 		if r.cancel() {
-			return 0, ctx.Err()
+			return 0, 0, ctx.Err()
 		}
 		<-r.done // the writer has it: wait for the outcome
 	}
-	return r.id, r.err
+	return r.id, r.lsn, r.err
 }
 
 // Replay returns the reply stored under a request key, if the key was
 // applied within the last Config.RequestKeyTTL.
-func (s *Store) Replay(key string) (reply []byte, ok bool) {
+func (s *engine) Replay(key string) (reply []byte, ok bool) {
 	if s.isClosed() {
 		return nil, false
 	}
@@ -586,33 +626,33 @@ func (s *Store) Replay(key string) (reply []byte, ok bool) {
 
 // keyCutoff returns the creation time (Unix ms) before which request keys
 // are forgotten.
-func (s *Store) keyCutoff(now time.Time) int64 {
+func (s *engine) keyCutoff(now time.Time) int64 {
 	return now.Add(-s.cfg.RequestKeyTTL).UnixMilli()
 }
 
 // HasUser reports whether name has ever logged in.
-func (s *Store) HasUser(name string) bool {
+func (s *engine) HasUser(name string) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.users[name]
 }
 
 // HasChannel reports whether the channel exists.
-func (s *Store) HasChannel(name string) bool {
+func (s *engine) HasChannel(name string) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.channels[name]
 }
 
 // Users returns the names of all users, sorted.
-func (s *Store) Users() []string {
+func (s *engine) Users() []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return sortedKeys(s.users)
 }
 
 // Channels returns the names of all channels, sorted.
-func (s *Store) Channels() []string {
+func (s *engine) Channels() []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return sortedKeys(s.channels)
@@ -629,7 +669,7 @@ func sortedKeys(set map[string]bool) []string {
 }
 
 // Stats returns the writer's counters.
-func (s *Store) Stats() Stats {
+func (s *engine) Stats() Stats {
 	return Stats{Batches: s.batches.Load(), Commits: s.commits.Load(), Changes: s.changes.Load()}
 }
 
@@ -648,7 +688,7 @@ type HistoryQuery struct {
 }
 
 // History returns matching messages oldest first (the newest Limit of them before Before).
-func (s *Store) History(ctx context.Context, q HistoryQuery) ([]Message, error) {
+func (s *engine) History(ctx context.Context, q HistoryQuery) ([]Message, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
 	}
@@ -703,7 +743,7 @@ func (s *Store) History(ctx context.Context, q HistoryQuery) ([]Message, error) 
 }
 
 // Logins returns every login of user, oldest first.
-func (s *Store) Logins(ctx context.Context, user string) ([]Login, error) {
+func (s *engine) Logins(ctx context.Context, user string) ([]Login, error) {
 	if s.isClosed() {
 		return nil, ErrClosed
 	}
@@ -726,7 +766,7 @@ func (s *Store) Logins(ctx context.Context, user string) ([]Login, error) {
 
 // Count returns the number of stored messages. It is kept in memory, so it
 // costs nothing; ctx is unused.
-func (s *Store) Count(ctx context.Context) (int64, error) {
+func (s *engine) Count(ctx context.Context) (int64, error) {
 	if s.isClosed() {
 		return 0, ErrClosed
 	}

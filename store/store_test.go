@@ -344,9 +344,9 @@ func blockWriter(t *testing.T, s *Store, _ string) (release func()) {
 	gate := make(chan struct{})
 	var once sync.Once
 	hook := func() { <-gate }
-	s.testHookBatch.Store(&hook)
+	s.e.testHookBatch.Store(&hook)
 	r := &request{change: login("blocker").copyWithTime(time.Now()), done: make(chan struct{})}
-	s.queue <- r
+	s.e.queue <- r
 	waitFor(t, "the writer to take the blocking change", func() bool { return r.state.Load() == taken })
 	return func() { once.Do(func() { close(gate) }) }
 }
@@ -368,7 +368,7 @@ func TestContextCancel(t *testing.T) {
 		_, err := s.Apply(queuedCtx, post("geral", "ana", "never"))
 		errc <- err
 	}()
-	waitFor(t, "the change to be queued", func() bool { return len(s.queue) == 1 })
+	waitFor(t, "the change to be queued", func() bool { return len(s.e.queue) == 1 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Errorf("Apply cancelled while queued: %v", err)
@@ -394,7 +394,7 @@ func TestCloseWithWaiters(t *testing.T) {
 			errs <- err
 		}()
 	}
-	waitFor(t, "the changes to be queued", func() bool { return len(s.queue) == n })
+	waitFor(t, "the changes to be queued", func() bool { return len(s.e.queue) == n })
 
 	closed := make(chan error)
 	go func() { closed <- s.Close() }()
@@ -436,7 +436,7 @@ func TestChecksSeeEarlierChangesOfTheBatch(t *testing.T) {
 			_, err := s.Apply(ctx, ch)
 			errs[i] <- err
 		}()
-		waitFor(t, "the change to be queued", func() bool { return len(s.queue) == i+1 })
+		waitFor(t, "the change to be queued", func() bool { return len(s.e.queue) == i+1 })
 	}
 	release()
 

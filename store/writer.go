@@ -18,11 +18,13 @@ import (
 
 // request is one change waiting in the writer's queue.
 type request struct {
-	change Change
-	state  atomic.Int32 // queued, then taken by the writer or cancelled by Apply
-	id     int64        // the outcome, valid once done is closed
-	err    error
-	done   chan struct{}
+	change     Change
+	replicated []*entry     // set instead of change: entries ordered by the coordinator, appended as they are
+	state      atomic.Int32 // queued, then taken by the writer or cancelled by Apply
+	id         int64        // the outcome, valid once done is closed
+	lsn        uint64       // LSN of the (last) entry written for the request; 0 when none
+	err        error
+	done       chan struct{}
 }
 
 // The states of a request.
@@ -57,7 +59,7 @@ type syncBatch struct {
 
 // run is the writer goroutine. It appends batches until Close, then
 // appends what is still queued and hands over to the syncer.
-func (s *Store) run() {
+func (s *engine) run() {
 	defer close(s.toSync)
 	for {
 		select {
@@ -79,7 +81,7 @@ func (s *Store) run() {
 
 // collect returns first and every other request waiting in the queue, up to
 // Config.MaxBatch, leaving out those whose callers have given up.
-func (s *Store) collect(first *request) []*request {
+func (s *engine) collect(first *request) []*request {
 	var reqs []*request
 	if first.take() {
 		reqs = append(reqs, first)
@@ -100,7 +102,7 @@ func (s *Store) collect(first *request) []*request {
 // appendBatch checks reqs, writes their entries to the log in one write and
 // hands the batch to the syncer. A failed check fails only its own change;
 // a failed write fails the batch and every later one.
-func (s *Store) appendBatch(reqs []*request) {
+func (s *engine) appendBatch(reqs []*request) {
 	if hook := s.testHookBatch.Load(); hook != nil {
 		(*hook)()
 	}
@@ -111,6 +113,14 @@ func (s *Store) appendBatch(reqs []*request) {
 	now := time.Now()
 	buf := s.buf[:0]
 	for _, r := range reqs {
+		if r.replicated != nil {
+			for _, e := range s.checkReplicated(r, now, &b.effects) {
+				buf = appendRawFrame(buf, e.raw)
+				b.entries = append(b.entries, e)
+				b.lastLSN = e.LSN
+			}
+			continue
+		}
 		e := s.check(r, now, &b.effects)
 		if e == nil {
 			continue
@@ -118,8 +128,10 @@ func (s *Store) appendBatch(reqs []*request) {
 		var err error
 		if buf, err = appendFrame(buf, e); err != nil {
 			r.id, r.err = 0, fmt.Errorf("store: encode: %w", err)
+			s.lastLSN-- // the LSN was not used
 			continue
 		}
+		r.lsn = e.LSN
 		b.entries = append(b.entries, e)
 		b.lastLSN = e.LSN
 	}
@@ -146,14 +158,16 @@ func (s *Store) appendBatch(reqs []*request) {
 
 // check runs one request's state checks against the writer's view, updates
 // that view, and returns the log entry to write (nil for none).
-func (s *Store) check(r *request, now time.Time, fx *effects) *entry {
+func (s *engine) check(r *request, now time.Time, fx *effects) *entry {
 	ch := r.change
 	if ch.RequestKey != "" && s.keySeen(ch.RequestKey) {
 		r.err = ErrDuplicate
 		return nil
 	}
-	e := &entry{}
+	e := &entry{Epoch: s.epoch.Load()}
 	switch {
+	case ch.Noop:
+		e.Kind, e.TS = entryNoop, now.UnixMilli()
 	case ch.Login != nil:
 		e.Kind, e.User, e.TS = entryLogin, ch.Login.User, ch.Login.Timestamp.UnixMilli()
 		if !s.wUsers[e.User] {
@@ -190,7 +204,7 @@ func (s *Store) check(r *request, now time.Time, fx *effects) *entry {
 		if ch.RequestKey == "" {
 			return nil
 		}
-		*e = entry{Kind: entryKey, TS: now.UnixMilli()}
+		*e = entry{Kind: entryKey, TS: now.UnixMilli(), Epoch: e.Epoch}
 	}
 	if ch.RequestKey != "" {
 		e.Key, e.HasKey, e.Reply, e.KeyTS = ch.RequestKey, true, ch.Reply, now.UnixMilli()
@@ -206,9 +220,42 @@ func (s *Store) check(r *request, now time.Time, fx *effects) *entry {
 	return e
 }
 
+// checkReplicated takes entries another server ordered (replication): they
+// must follow this log without a gap; they are not checked against the
+// state again (their coordinator did), only applied to the writer's view.
+func (s *engine) checkReplicated(r *request, now time.Time, fx *effects) []*entry {
+	for i, e := range r.replicated {
+		if want := s.lastLSN + 1 + uint64(i); e.LSN != want {
+			r.err = fmt.Errorf("%w: entry %d where %d comes next", ErrGap, e.LSN, want)
+			return nil
+		}
+	}
+	for _, e := range r.replicated {
+		switch e.Kind {
+		case entryLogin:
+			if !s.wUsers[e.User] {
+				s.wUsers[e.User], fx.users[e.User] = true, true
+			}
+		case entryChannel:
+			if !s.wChannels[e.Name] {
+				s.wChannels[e.Name], fx.channels[e.Name] = true, true
+			}
+		case entryPost, entryDirect:
+			s.nextID = max(s.nextID, e.ID)
+			fx.messages++
+		}
+		if e.HasKey {
+			s.rememberKey(e.Key, e.Reply, e.LSN, now)
+		}
+		s.lastLSN = e.LSN
+	}
+	r.lsn = s.lastLSN
+	return r.replicated
+}
+
 // rotate starts a new log segment for the entries after the last one
 // written. The syncer closes the old one after its last batch is synced.
-func (s *Store) rotate() {
+func (s *engine) rotate() {
 	next := s.lastWritten + 1
 	f, err := createSegment(s.logDir, next, s.cfg.SegmentSize)
 	if err != nil {
@@ -225,7 +272,7 @@ func (s *Store) rotate() {
 // syncer makes appended batches durable, wakes their callers and passes
 // their entries to the indexer. One fsync covers every batch appended
 // before it started, so it takes all the batches waiting at once.
-func (s *Store) syncer() {
+func (s *engine) syncer() {
 	defer close(s.toIndex)
 	var lastSync time.Time
 	for first := range s.toSync {
@@ -273,7 +320,7 @@ func (s *Store) syncer() {
 
 // acknowledge publishes a durable batch's effects, wakes its callers and
 // queues its entries for the indexer.
-func (s *Store) acknowledge(b syncBatch, err error) {
+func (s *engine) acknowledge(b syncBatch, err error) {
 	if err == nil && len(b.entries) > 0 {
 		s.mu.Lock()
 		maps.Copy(s.users, b.effects.users)
@@ -281,7 +328,10 @@ func (s *Store) acknowledge(b syncBatch, err error) {
 		s.mu.Unlock()
 		s.messages.Add(b.effects.messages)
 		s.keysDurable(b.lastLSN)
+		s.remember(b.entries)
 		s.ackedLSN.Store(b.lastLSN)
+		s.durableEpoch.Store(b.entries[len(b.entries)-1].Epoch)
+		s.wake()
 	}
 	if err == nil {
 		s.batches.Add(1)
@@ -301,12 +351,12 @@ func (s *Store) acknowledge(b syncBatch, err error) {
 // fail puts the store out of service for writes: after a failed write or
 // fsync nobody can tell what is on disk, so every later Apply fails until
 // the store is opened again (which reads the log back).
-func (s *Store) fail(err error) {
+func (s *engine) fail(err error) {
 	s.broken.CompareAndSwap(nil, &err)
 }
 
 // failure returns the error that put the store out of service, if any.
-func (s *Store) failure() error {
+func (s *engine) failure() error {
 	if p := s.broken.Load(); p != nil {
 		return fmt.Errorf("%w; the store accepts no more writes until it is restarted", *p)
 	}

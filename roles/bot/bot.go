@@ -35,6 +35,7 @@ type Config struct {
 	Attempts       int           // tries per request, over all servers
 	DialTimeout    time.Duration // bound on connecting to one server
 	ErrorBackoff   time.Duration // pause after a failed request
+	Retries        int           // resends of a request the cluster could not serve now (same request_id)
 	ReconnectDelay time.Duration // pause before re-dialing the broker after losing its publications
 }
 
@@ -52,6 +53,7 @@ func DefaultConfig() Config {
 		Attempts:       3,
 		DialTimeout:    2 * time.Second,
 		ErrorBackoff:   200 * time.Millisecond,
+		Retries:        8,
 		ReconnectDelay: 500 * time.Millisecond,
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	mathrand "math/rand/v2"
 	"strings"
@@ -127,6 +128,17 @@ func (b *bot) post(ctx context.Context, ch string) {
 // trouble does not spin; the end of ctx is not a failure.
 func (b *bot) call(ctx context.Context, service string, data proto.Data) (proto.Data, error) {
 	reply, err := client.Call(ctx, b.req, &b.lamport, service, data)
+	// A request the cluster could not serve now (an election, a server
+	// dying) is sent again, with the same request_id, so it is applied once.
+	backoff := 100 * time.Millisecond
+	for try := 0; try < b.cfg.Retries && ctx.Err() == nil && retryable(err); try++ {
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+		reply, err = client.Call(ctx, b.req, &b.lamport, service, data)
+	}
 	if err != nil && ctx.Err() == nil {
 		b.stats.errors.Add(1)
 		b.log.Warn("request failed", "service", service, "err", err)
@@ -136,6 +148,12 @@ func (b *bot) call(ctx context.Context, service string, data proto.Data) (proto.
 		}
 	}
 	return reply, err
+}
+
+// retryable reports whether a failed request may succeed if sent again.
+func retryable(err error) bool {
+	var refused *client.ReplyError
+	return errors.Is(err, transport.ErrNoReply) || (errors.As(err, &refused) && refused.Retry)
 }
 
 // received counts a publication of the bot's channel (subscriber

@@ -30,7 +30,7 @@ type Config struct {
 	HistoryOnJoin  int           // messages shown on /join (0: none)
 	DialTimeout    time.Duration // bound on connecting to one server
 	BusyRetries    int           // resends of a request the broker could not place ("retry": true)
-	BusyBackoff    time.Duration // pause before the first such resend; it doubles each time
+	BusyBackoff    time.Duration // pause before the first such resend; it doubles each time, up to 1s
 	ReconnectDelay time.Duration // pause before re-dialing the broker after losing its publications
 }
 
@@ -43,7 +43,7 @@ func DefaultConfig() Config {
 		Attempts:       3,
 		HistoryOnJoin:  20,
 		DialTimeout:    2 * time.Second,
-		BusyRetries:    3,
+		BusyRetries:    8, // with backoff capped at 1s: ~5s, longer than a failover
 		BusyBackoff:    200 * time.Millisecond,
 		ReconnectDelay: 500 * time.Millisecond,
 	}

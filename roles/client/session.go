@@ -301,7 +301,7 @@ func (s *session) request(ctx context.Context, service string, data proto.Data) 
 				return nil, ctx.Err()
 			case <-time.After(backoff):
 			}
-			backoff *= 2
+			backoff = min(2*backoff, time.Second)
 		default:
 			return reply, err
 		}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/vmihailenco/msgpack/v5"
 
 	"chat/clock"
+	"chat/cluster"
 	"chat/proto"
 	"chat/store"
 )
@@ -23,18 +25,57 @@ type Handler struct {
 	Clock   *clock.Physical
 	Limits  proto.Limits
 	Log     *slog.Logger
+	// Cluster is the server's part in the cluster (package cluster): who
+	// orders writes, and the cluster's own services. nil: a server alone
+	// that orders its own writes.
+	Cluster Cluster
+}
+
+// Cluster is what the request logic needs of the cluster.
+type Cluster interface {
+	// Leading reports whether this server orders writes now.
+	Leading() bool
+	// Forward sends a client's write to the server that orders writes.
+	Forward(ctx context.Context, frame []byte) ([]byte, error)
+	// ReadBarrier returns once this server holds every acknowledged write.
+	ReadBarrier(ctx context.Context) error
+	// Committed waits until the log entry at lsn is replicated.
+	Committed(ctx context.Context, lsn uint64) error
+	// Serve answers one of the cluster's own services (cluster.IsService).
+	Serve(ctx context.Context, service string, frame []byte) []byte
+	// Handled counts a request handled (clock sync runs every few).
+	Handled()
 }
 
 // Handle answers one request frame. It never fails: every problem becomes
 // an "erro" reply.
 func (h *Handler) Handle(ctx context.Context, frame []byte) (reply []byte, pubs []proto.Publication) {
+	return h.handle(ctx, frame, false)
+}
+
+// handle answers a frame; forwarded is true for a write another server
+// forwarded here (it is never forwarded again).
+func (h *Handler) handle(ctx context.Context, frame []byte, forwarded bool) (reply []byte, pubs []proto.Publication) {
+	if h.Cluster != nil {
+		switch service := proto.PeekService(frame); {
+		case cluster.IsService(service):
+			return h.Cluster.Serve(ctx, service, frame), nil
+		case service == cluster.ServiceForward && !forwarded:
+			inner, clk, err := cluster.Unwrap(frame)
+			h.Lamport.Observe(clk)
+			if err == nil {
+				return h.handle(ctx, inner, true)
+			}
+		}
+		defer h.Cluster.Handled()
+	}
 	req, err := proto.ParseRequest(frame, h.Limits)
 	h.Lamport.Observe(req.Clock)
 	var env proto.Envelope
 	if err != nil {
 		env = proto.ReplyFor(req.Service, err)
 	} else {
-		env, pubs = h.serve(ctx, req)
+		env, pubs = h.serve(ctx, req, frame, forwarded)
 	}
 	return env.Stamp(h.Clock.Now(), h.Lamport.Tick()).Encode(), pubs
 }
@@ -51,7 +92,22 @@ func (h *Handler) Refuse(frame []byte, why string) []byte {
 }
 
 // serve runs a valid request.
-func (h *Handler) serve(ctx context.Context, req proto.Request) (proto.Envelope, []proto.Publication) {
+func (h *Handler) serve(ctx context.Context, req proto.Request, frame []byte, forwarded bool) (proto.Envelope, []proto.Publication) {
+	switch req.Service {
+	case proto.Users, proto.Channels, proto.History:
+		if h.Cluster != nil {
+			if err := h.Cluster.ReadBarrier(ctx); err != nil {
+				return retryReply(req.Service, err), nil
+			}
+		}
+	default:
+		if h.Cluster != nil && !h.Cluster.Leading() {
+			if forwarded {
+				return retryReply(req.Service, errors.New("this server no longer orders writes; try again")), nil
+			}
+			return h.forward(ctx, req.Service, frame), nil
+		}
+	}
 	switch req.Service {
 	case proto.Users:
 		return ok(req.Service, proto.Data{"users": h.Store.Users()}), nil
@@ -66,17 +122,22 @@ func (h *Handler) serve(ctx context.Context, req proto.Request) (proto.Envelope,
 	key := requestKey(req)
 	if key != "" {
 		if stored, found := h.Store.Replay(key); found {
-			return replayed(req.Service, stored), nil
+			return h.replayCommitted(ctx, req.Service, stored), nil
 		}
 	}
 	change := h.change(req)
 	change.RequestKey = key
 	change.ReplyFunc = func(_ int64, outcome error) []byte { return mustEncodeData(outcomeReply(req, outcome).Data) }
-	id, err := h.Store.Apply(ctx, change)
+	id, lsn, err := h.Store.Submit(ctx, change)
+	if err == nil || isCheckFailure(err) {
+		if cerr := h.committed(ctx, lsn); cerr != nil {
+			return retryReply(req.Service, cerr), nil
+		}
+	}
 	switch {
 	case errors.Is(err, store.ErrDuplicate):
 		stored, _ := h.Store.Replay(key)
-		return replayed(req.Service, stored), nil
+		return h.replayCommitted(ctx, req.Service, stored), nil
 	case err != nil && !isCheckFailure(err):
 		h.Log.Error("store write failed", "service", req.Service, "err", err)
 		return proto.ErrorReply(req.Service, "the server could not store the request; try again"), nil
@@ -85,6 +146,50 @@ func (h *Handler) serve(ctx context.Context, req proto.Request) (proto.Envelope,
 	}
 	h.logChange(req, id)
 	return outcomeReply(req, nil), publications(change.Message, id)
+}
+
+// committed waits until the log entry at lsn is replicated (nothing to
+// wait for alone, or when no entry was written).
+func (h *Handler) committed(ctx context.Context, lsn uint64) error {
+	if h.Cluster == nil || lsn == 0 {
+		return nil
+	}
+	return h.Cluster.Committed(ctx, lsn)
+}
+
+// replayCommitted answers a retried request with its stored reply, once
+// everything this server holds is replicated (the first try may not be).
+func (h *Handler) replayCommitted(ctx context.Context, service string, stored []byte) proto.Envelope {
+	last, _ := h.Store.Last()
+	if err := h.committed(ctx, last); err != nil {
+		return retryReply(service, err)
+	}
+	return replayed(service, stored)
+}
+
+// forward hands a write to the server that orders writes and relays its
+// answer.
+func (h *Handler) forward(ctx context.Context, service string, frame []byte) proto.Envelope {
+	reply, err := h.Cluster.Forward(ctx, frame)
+	if err != nil {
+		return retryReply(service, err)
+	}
+	env, err := proto.Decode(reply)
+	if err != nil {
+		return retryReply(service, fmt.Errorf("the coordinator's answer was malformed; try again"))
+	}
+	h.Lamport.Observe(env.Data.Clock())
+	return env
+}
+
+// retryReply is an error reply that tells the client to retry (extension
+// "retry": true): nothing was applied, or the retry will be recognised by
+// its request_id.
+func retryReply(service string, err error) proto.Envelope {
+	why := strings.TrimPrefix(err.Error(), cluster.ErrRetry.Error()+": ")
+	env := proto.ErrorReply(service, why)
+	env.Data["retry"] = true
+	return env
 }
 
 // isCheckFailure tells a request the store refused (the answer is "erro")

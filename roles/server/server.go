@@ -21,6 +21,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"chat/clock"
+	"chat/cluster"
 	"chat/logging"
 	"chat/proto"
 	"chat/ratelimit"
@@ -34,6 +35,9 @@ type Config struct {
 	Listen     string // endpoint of the server's own ROUTER socket
 	BrokerBack string // broker's back end for routed requests ("" : none)
 	BrokerPub  string // broker's publish-in socket ("" : publish nowhere)
+	BrokerSub  string // broker's publish-out, to hear coordinator announcements ("" : none)
+	Reference  string // the reference registry ("" : run alone, a cluster of one)
+	Advertise  string // endpoint peers use to reach Listen ("" : the bound address)
 	DataDir    string // directory of the server's SQLite file
 	ClockSkew  time.Duration
 	Clock      clock.Source // physical time source (nil: the system clock)
@@ -45,6 +49,10 @@ type Config struct {
 	DialTimeout       time.Duration    // bound on one connection attempt
 	PublishQueue      int              // publications buffered while the broker is away
 	RateLimit         ratelimit.Config // requests per second per direct client
+	// Cluster holds the cluster's settings (replicas, election,
+	// replication and clock-sync timeouts); its Name, DataDir, Advertise,
+	// Reference and BrokerSub are taken from the fields above.
+	Cluster cluster.Config
 }
 
 // DefaultConfig returns the defaults for a server called name.
@@ -62,6 +70,7 @@ func DefaultConfig(name string) Config {
 		DialTimeout:       2 * time.Second,
 		PublishQueue:      4096,
 		RateLimit:         ratelimit.DefaultConfig(),
+		Cluster:           cluster.DefaultConfig(name),
 	}
 }
 
@@ -85,7 +94,23 @@ func (c Config) Validate() error {
 	case c.PublishQueue < 1:
 		return errors.New("server: publish queue must hold at least 1")
 	}
+	if err := c.clusterConfig("tcp://127.0.0.1:1").Validate(); err != nil {
+		return err
+	}
 	return c.RateLimit.Validate()
+}
+
+// clusterConfig is the cluster's config with the server's own fields
+// filled in; bound is the listen socket's dialable address, advertised
+// when Advertise is empty.
+func (c Config) clusterConfig(bound string) cluster.Config {
+	cc := c.Cluster
+	cc.Name, cc.DataDir, cc.Reference, cc.BrokerSub = c.Name, c.DataDir, c.Reference, c.BrokerSub
+	cc.Advertise = c.Advertise
+	if cc.Advertise == "" {
+		cc.Advertise = bound
+	}
+	return cc
 }
 
 // job is one request to serve and the way back to its sender.
@@ -101,6 +126,7 @@ type Server struct {
 	store   *store.Store
 	lamport *clock.Lamport
 	handler *Handler
+	node    *cluster.Node
 
 	front   zmq4.Socket
 	limiter *ratelimit.Limiter
@@ -149,6 +175,19 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	if cfg.Reference != "" && cfg.Advertise == "" {
+		log.Warn("no --advertise given: peers will reach this server at "+s.Addr()+", which works on this machine only", "listen", cfg.Listen)
+	}
+	s.node, err = cluster.Start(ctx, cfg.clusterConfig(s.Addr()), cluster.Deps{
+		Store: st, Lamport: lamport, Clock: s.handler.Clock, Publish: s.publish, Log: log,
+	})
+	if err != nil {
+		cancel()
+		s.front.Close()
+		st.Close()
+		return nil, err
+	}
+	s.handler.Cluster = s.node
 	for range cfg.Workers {
 		s.wg.Go(func() { s.work(ctx) })
 	}
@@ -173,9 +212,25 @@ func (s *Server) Close() error {
 	s.cancel()
 	s.front.Close() // unblocks readFront
 	s.wg.Wait()
+	s.node.Close()
 	err := s.store.Close()
 	s.log.Info("server stopped")
 	return err
+}
+
+// Node returns the server's part in the cluster (for tests and status).
+func (s *Server) Node() *cluster.Node { return s.node }
+
+// publish queues a publication for the broker, dropping it when the
+// queue is full (the cluster's announcements are repeated anyway).
+func (s *Server) publish(p proto.Publication) {
+	if s.cfg.BrokerPub == "" {
+		return
+	}
+	select {
+	case s.pubs <- p:
+	default:
+	}
 }
 
 // readFront reads requests from the server's own ROUTER socket.

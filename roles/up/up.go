@@ -1,5 +1,5 @@
 // Package up runs the whole topology in one process on localhost: the
-// broker, the server(s) and, optionally, bots. It is the "one command"
+// reference, the broker, three servers and, optionally, bots. It is the "one command"
 // that lets a newcomer watch the system work without Docker.
 package up
 
@@ -14,30 +14,37 @@ import (
 
 	"chat/roles/bot"
 	"chat/roles/broker"
+	"chat/roles/reference"
 	"chat/roles/server"
 )
 
 // Config configures the local topology.
 type Config struct {
-	DataDir string        // each server keeps its file under DataDir/<name>
-	Bots    int           // bots started in-process (0: none)
-	Broker  broker.Config // endpoints and timeouts of the broker
-	Servers []string      // names of the servers to start
+	DataDir   string           // each server keeps its file under DataDir/<name>, the reference under DataDir/reference
+	Bots      int              // bots started in-process (0: none)
+	Broker    broker.Config    // endpoints and timeouts of the broker
+	Reference reference.Config // endpoint and timeout of the reference
+	Servers   []string         // names of the servers to start
 	// ServerListen gives the listen endpoint of the i-th server; each
 	// server gets its own port so clients can also reach it directly.
 	ServerListen func(i int) string
 }
 
-// DefaultConfig is the standard's well-known ports on localhost and one
-// server listening on 5560.
-func DefaultConfig() Config {
+// DefaultConfig is the standard's well-known ports on host (127.0.0.1
+// unless told otherwise): the broker on 5555-5558, the reference on 5559,
+// and three servers on 5561-5563.
+func DefaultConfig(host string) Config {
+	ep := func(port int) string { return fmt.Sprintf("tcp://%s:%d", host, port) }
 	b := broker.DefaultConfig()
-	b.Front, b.Back, b.PubIn, b.PubOut = "tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556", "tcp://127.0.0.1:5557", "tcp://127.0.0.1:5558"
+	b.Front, b.Back, b.PubIn, b.PubOut = ep(5555), ep(5556), ep(5557), ep(5558)
+	r := reference.DefaultConfig()
+	r.Listen = ep(5559)
 	return Config{
 		DataDir:      "./data",
 		Broker:       b,
-		Servers:      []string{"server-1"},
-		ServerListen: func(i int) string { return fmt.Sprintf("tcp://127.0.0.1:%d", 5560+i) },
+		Reference:    r,
+		Servers:      []string{"server-1", "server-2", "server-3"},
+		ServerListen: func(i int) string { return ep(5561 + i) },
 	}
 }
 
@@ -60,6 +67,14 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	rc := cfg.Reference
+	rc.DataDir = filepath.Join(cfg.DataDir, "reference")
+	ref, err := reference.Start(ctx, rc, log)
+	if err != nil {
+		return err
+	}
+	defer ref.Close()
+	fmt.Fprintf(out, "reference %s (chat status --reference %s)\n", ref.Addr(), ref.Addr())
 	b, err := broker.Start(ctx, cfg.Broker, log)
 	if err != nil {
 		return err
@@ -71,7 +86,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 	for i, name := range cfg.Servers {
 		sc := server.DefaultConfig(name)
 		sc.Listen = cfg.ServerListen(i)
-		sc.BrokerBack, sc.BrokerPub = b.BackAddr(), b.PubInAddr()
+		sc.BrokerBack, sc.BrokerPub, sc.BrokerSub = b.BackAddr(), b.PubInAddr(), b.PubOutAddr()
+		sc.Reference = ref.Addr()
+		sc.Cluster.Replicas = len(cfg.Servers)
 		sc.DataDir = filepath.Join(cfg.DataDir, name)
 		srv, err := server.Start(ctx, sc, log)
 		if err != nil {

@@ -1,0 +1,615 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"chat/clock"
+	"chat/election"
+	"chat/logging"
+	"chat/proto"
+	"chat/replication"
+	"chat/store"
+	"chat/transport"
+)
+
+// ErrRetry marks an error after which the client should retry its
+// request (with the same request_id): the cluster is electing, catching
+// up, or the coordinator could not be reached.
+var ErrRetry = errors.New("retry")
+
+// retryf returns an error wrapping ErrRetry.
+func retryf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrRetry, fmt.Sprintf(format, args...))
+}
+
+// Deps are what a Node uses of its server.
+type Deps struct {
+	Store   *store.Store
+	Lamport *clock.Lamport
+	Clock   *clock.Physical
+	// Publish sends a publication to the broker (announcements on
+	// "servers"); nil publishes nothing.
+	Publish func(proto.Publication)
+	Log     *slog.Logger
+}
+
+// peer is another server: its rank, its endpoint and a request client to it.
+type peer struct {
+	info   peerInfo
+	client *transport.Peer
+}
+
+// Node is a server's part in the cluster. Its methods are safe for
+// concurrent use.
+type Node struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+
+	mu       sync.Mutex // guards everything below, and the two machines
+	state    state      // what is kept in the state file
+	peers    map[string]*peer
+	alive    []peerInfo        // the reference's last list (the election's peers)
+	bully    *election.Machine // nil until this server knows its rank
+	repl     *replication.Node
+	leading  bool      // the election says this server is the coordinator
+	lastSync time.Time // start of the last Berkeley round
+	syncing  bool      // a Berkeley round is under way
+	requests int       // requests handled since the last Berkeley round
+
+	commitMu sync.Mutex
+	commitCh chan struct{} // closed and replaced when the commit LSN grows or the role changes
+
+	// For the log lines (read without mu).
+	rank        atomic.Int64
+	coordinator atomic.Pointer[string]
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start starts the server's part in the cluster: registration, election,
+// clock sync and replication. Close stops it.
+func Start(ctx context.Context, cfg Config, deps Deps) (*Node, error) {
+	if cfg.Reference == "" {
+		cfg.Replicas = 1
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	st, err := loadState(statePath(cfg.DataDir, cfg.Name))
+	if err != nil {
+		return nil, err
+	}
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	n := &Node{cfg: cfg, deps: deps, state: st, peers: map[string]*peer{}, commitCh: make(chan struct{}), ctx: ctx, cancel: cancel}
+	empty := ""
+	n.coordinator.Store(&empty)
+	n.log = slog.New(logging.Dynamic(deps.Log.Handler(), func() []slog.Attr {
+		return []slog.Attr{slog.Int64("rank", n.rank.Load()), slog.String("coordinator", *n.coordinator.Load())}
+	}))
+	rcfg := cfg.Replication
+	rcfg.Self, rcfg.Replicas = cfg.Name, cfg.Replicas
+	n.repl = replication.New(rcfg, storeLog{st: deps.Store, save: n.savePromise}, st.Promise)
+
+	n.mu.Lock()
+	for _, p := range st.Peers {
+		n.addPeer(p)
+	}
+	n.alive = slices.Clone(st.Peers)
+	n.setPeersLocked()
+	switch {
+	case cfg.Reference == "":
+		n.setRankLocked(1) // alone: rank 1 of 1
+	case st.Rank > 0:
+		n.setRankLocked(st.Rank) // known from the last run: elect even while the reference is down
+	}
+	n.mu.Unlock()
+
+	n.wg.Go(n.run)
+	n.wg.Go(n.watchLog)
+	if cfg.Reference != "" {
+		n.wg.Go(n.keepRegistered)
+	}
+	if cfg.BrokerSub != "" {
+		n.wg.Go(n.listenAnnouncements)
+	}
+	return n, nil
+}
+
+// Close stops every goroutine of the node and waits for them.
+func (n *Node) Close() error {
+	n.cancel()
+	n.wg.Wait()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.peers {
+		p.client.Close()
+	}
+	return nil
+}
+
+// savePromise is the replication log's SavePromise: the state file.
+// Called with mu held (from inside the replication machine).
+func (n *Node) savePromise(p replication.Promise) error {
+	st := n.state
+	st.Promise = p
+	if err := saveState(statePath(n.cfg.DataDir, n.cfg.Name), st); err != nil {
+		return err
+	}
+	n.state = st
+	return nil
+}
+
+// setRankLocked gives the server its rank and starts its election
+// machine (or updates it). mu must be held.
+func (n *Node) setRankLocked(rank int) {
+	if n.state.Rank != rank {
+		st := n.state
+		st.Rank = rank
+		if err := saveState(statePath(n.cfg.DataDir, n.cfg.Name), st); err != nil {
+			n.log.Error("cannot save the cluster state", "err", err)
+		}
+		n.state = st
+	}
+	n.rank.Store(int64(rank))
+	if n.bully != nil && n.bullyRank() == rank {
+		return
+	}
+	ecfg := n.cfg.Election
+	ecfg.Self, ecfg.Rank = n.cfg.Name, rank
+	now := time.Now()
+	n.bully = election.New(ecfg, now)
+	n.bully.SetPeers(n.electionPeers(), now)
+	n.log.Info("starting an election")
+	n.bully.Start(now)
+	n.afterLocked(now)
+}
+
+// bullyRank is the rank the election machine was made with.
+func (n *Node) bullyRank() int { return int(n.rank.Load()) }
+
+// electionPeers is the reference's live list as the election sees it.
+func (n *Node) electionPeers() []election.Peer {
+	var out []election.Peer
+	for _, p := range n.alive {
+		if p.Name != n.cfg.Name {
+			out = append(out, election.Peer{Name: p.Name, Rank: p.Rank})
+		}
+	}
+	return out
+}
+
+// addPeer records a server and makes (or remakes) its request client.
+// mu must be held.
+func (n *Node) addPeer(info peerInfo) {
+	if info.Name == n.cfg.Name || info.Addr == "" {
+		return
+	}
+	if p, ok := n.peers[info.Name]; ok {
+		if p.info.Addr == info.Addr {
+			p.info.Rank = info.Rank
+			return
+		}
+		p.client.Close()
+	}
+	pc := transport.DefaultPeerConfig(info.Addr)
+	pc.Timeout, pc.DialTimeout = n.cfg.PeerTimeout, n.cfg.PeerTimeout
+	client, err := transport.NewPeer(pc, n.deps.Log)
+	if err != nil {
+		n.log.Warn("peer has an unusable address", "peer", info.Name, "addr", info.Addr, "err", err)
+		return
+	}
+	n.peers[info.Name] = &peer{info: info, client: client}
+}
+
+// setPeersLocked tells the machines who the other servers are:
+// replication counts every server ever listed (a dead one still counts
+// towards the majority), the election only the live ones.
+func (n *Node) setPeersLocked() {
+	names := make([]string, 0, len(n.peers))
+	for name := range n.peers {
+		names = append(names, name)
+	}
+	n.repl.SetPeers(names)
+	if n.bully != nil {
+		n.bully.SetPeers(n.electionPeers(), time.Now())
+	}
+}
+
+// run ticks the machines and sends liveness checks until Close.
+func (n *Node) run() {
+	tick := time.NewTicker(n.cfg.TickInterval)
+	defer tick.Stop()
+	lastPing := time.Time{}
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case now := <-tick.C:
+			n.mu.Lock()
+			if n.bully != nil {
+				n.bully.Tick(now)
+			}
+			n.repl.Tick(now)
+			if now.Sub(lastPing) >= n.cfg.PingInterval {
+				lastPing = now
+				n.pingCoordinatorLocked()
+			}
+			n.afterLocked(now)
+			berkeley := n.berkeleyDueLocked(now, false)
+			n.mu.Unlock()
+			if berkeley {
+				n.wg.Go(n.syncClocks)
+			}
+		}
+	}
+}
+
+// watchLog tells the replication machine each time the store's log grows
+// (a leader then sends the new entries on).
+func (n *Node) watchLog() {
+	var seen uint64
+	for {
+		lsn, changed := n.deps.Store.Durable()
+		if lsn != seen {
+			seen = lsn
+			n.mu.Lock()
+			now := time.Now()
+			n.repl.LogGrew(now)
+			n.afterLocked(now)
+			n.mu.Unlock()
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+// afterLocked follows up on whatever the machines decided: role changes
+// between the two machines, and the requests they want sent. mu must be
+// held.
+func (n *Node) afterLocked(now time.Time) {
+	if n.bully != nil {
+		coord := n.bully.Coordinator()
+		if old := *n.coordinator.Load(); old != coord {
+			n.coordinator.Store(&coord)
+			if coord != "" {
+				n.log.Info("new coordinator", "new", coord, "old", old, "term", n.bully.Term())
+			}
+		}
+		leading := n.bully.State() == election.Leading
+		if leading && !n.leading {
+			n.log.Info("won the election: this server is the coordinator", "term", n.bully.Term())
+			n.repl.Campaign(now)
+		}
+		if !leading && n.leading {
+			n.repl.Follow()
+		}
+		n.leading = leading
+		for _, m := range n.bully.Outbox() {
+			n.sendElection(m)
+		}
+	}
+	for _, out := range n.repl.Outbox() {
+		n.sendReplication(out)
+	}
+	n.wakeCommit()
+}
+
+// wakeCommit wakes the writes waiting for the commit LSN.
+func (n *Node) wakeCommit() {
+	n.commitMu.Lock()
+	close(n.commitCh)
+	n.commitCh = make(chan struct{})
+	n.commitMu.Unlock()
+}
+
+// sendElection sends one Bully message. mu must be held; the request
+// itself runs in its own goroutine.
+func (n *Node) sendElection(m election.Message) {
+	switch m.Kind {
+	case election.Election:
+		n.log.Info("election: asking a higher rank", "to", m.To)
+		n.request(m.To, ServiceElection, electionMsg{User: n.cfg.Name, Rank: n.bullyRank()}, func(reply []byte, err error) {
+			now := time.Now()
+			if err != nil {
+				n.bully.Unreachable(m.To, now)
+				return
+			}
+			n.log.Info("election: a higher rank answered OK", "from", m.To)
+			n.bully.Heard(m.To, now)
+			n.bully.Step(election.Message{Kind: election.Answer, From: m.To, To: n.cfg.Name, Rank: n.rankOf(m.To)}, now)
+		})
+	case election.Coordinator:
+		n.log.Debug("announcing this server as coordinator")
+		if n.deps.Publish != nil {
+			announce := proto.Envelope{Service: ServiceElection, Data: proto.Data{"coordinator": n.cfg.Name, "rank": n.bullyRank()}}
+			n.deps.Publish(proto.Publication{Topic: "servers", Payload: announce.Stamp(n.deps.Clock.Now(), n.deps.Lamport.Tick()).Encode()})
+		}
+		for name := range n.peers {
+			if n.isAlive(name) {
+				n.request(name, ServiceCoordinator, electionMsg{User: n.cfg.Name, Rank: n.bullyRank(), Coordinator: n.cfg.Name}, nil)
+			}
+		}
+	}
+}
+
+// isAlive reports whether the reference listed name last time.
+func (n *Node) isAlive(name string) bool {
+	return slices.ContainsFunc(n.alive, func(p peerInfo) bool { return p.Name == name })
+}
+
+// rankOf returns a peer's rank (0 when unknown). mu must be held.
+func (n *Node) rankOf(name string) int {
+	if p, ok := n.peers[name]; ok {
+		return p.info.Rank
+	}
+	return 0
+}
+
+// pingCoordinatorLocked checks that the coordinator is alive. mu must be held.
+func (n *Node) pingCoordinatorLocked() {
+	if n.bully == nil {
+		return
+	}
+	coord := n.bully.Coordinator()
+	if _, known := n.peers[coord]; !known || coord == n.cfg.Name {
+		return // no address yet (announced before the reference listed it): its announcements count
+	}
+	n.request(coord, ServicePing, struct{}{}, func(_ []byte, err error) {
+		if err != nil {
+			n.log.Warn("the coordinator did not answer a liveness check", "peer", coord, "err", err)
+			n.bully.Unreachable(coord, time.Now())
+		} else {
+			n.bully.Heard(coord, time.Now())
+		}
+	})
+}
+
+// sendReplication sends one request of the replication machine. mu must
+// be held.
+func (n *Node) sendReplication(out replication.Outgoing) {
+	var service string
+	switch out.Msg.(type) {
+	case replication.Prepare:
+		service = replication.ServicePrepare
+	case replication.Append:
+		service = replication.ServiceAppend
+	case replication.Fetch:
+		service = replication.ServiceFetch
+	default:
+		return
+	}
+	n.request(out.To, service, out.Msg, func(reply []byte, err error) {
+		now := time.Now()
+		if err != nil {
+			n.repl.Failed(out.To, out.Msg, now)
+			return
+		}
+		var r any
+		var derr error
+		switch out.Msg.(type) {
+		case replication.Prepare:
+			var v replication.PrepareReply
+			_, derr = decodeMsg(reply, &v)
+			r = v
+		case replication.Append:
+			var v replication.AppendReply
+			_, derr = decodeMsg(reply, &v)
+			r = v
+		case replication.Fetch:
+			var v replication.FetchReply
+			_, derr = decodeMsg(reply, &v)
+			r = v
+		}
+		if derr != nil {
+			n.log.Warn("bad replication reply", "peer", out.To, "service", service, "err", derr)
+			n.repl.Failed(out.To, out.Msg, now)
+			return
+		}
+		n.repl.Step(r, now)
+	})
+}
+
+// request sends one request to a peer in a goroutine of its own; done,
+// when not nil, runs with mu held and the machines' follow-up after it.
+// mu must be held by the caller.
+func (n *Node) request(to, service string, msg any, done func(reply []byte, err error)) {
+	p, ok := n.peers[to]
+	if !ok {
+		if done != nil {
+			done(nil, fmt.Errorf("no address known for %s", to))
+		}
+		return
+	}
+	frame := encodeMsg(service, msg, n.deps.Clock.Now(), n.deps.Lamport.Tick())
+	client := p.client
+	n.wg.Go(func() {
+		reply, err := client.Do(n.ctx, frame)
+		if err == nil {
+			clk, _ := decodeMsg(reply, nil)
+			n.deps.Lamport.Observe(clk)
+		}
+		if done == nil || n.ctx.Err() != nil {
+			return
+		}
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		done(reply, err)
+		n.afterLocked(time.Now())
+	})
+}
+
+// call sends one request to a peer and waits for the reply (no mu held).
+func (n *Node) call(ctx context.Context, to, service string, msg any) ([]byte, error) {
+	n.mu.Lock()
+	p, ok := n.peers[to]
+	n.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("no address known for %s", to)
+	}
+	reply, err := p.client.Do(ctx, encodeMsg(service, msg, n.deps.Clock.Now(), n.deps.Lamport.Tick()))
+	if err != nil {
+		return nil, err
+	}
+	clk, _ := decodeMsg(reply, nil)
+	n.deps.Lamport.Observe(clk)
+	return reply, nil
+}
+
+// Leading reports whether this server orders writes now: it is the
+// coordinator and has caught up.
+func (n *Node) Leading() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.repl.Role() == replication.Leader
+}
+
+// Forward sends a client's write to the coordinator and returns its reply.
+func (n *Node) Forward(ctx context.Context, frame []byte) ([]byte, error) {
+	n.mu.Lock()
+	leader, role := n.repl.Leader(), n.repl.Role()
+	n.mu.Unlock()
+	if leader == "" || leader == n.cfg.Name || role != replication.Follower {
+		return nil, retryf("the cluster is electing a coordinator; try again")
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	reply, err := n.call(ctx, leader, ServiceForward, forwardMsg{Frame: frame})
+	if err != nil {
+		return nil, retryf("the coordinator %s did not answer (%v); try again", leader, err)
+	}
+	var env rawEnvelope
+	if err := msgpack.Unmarshal(reply, &env); err != nil {
+		return nil, retryf("the coordinator's answer was malformed; try again")
+	}
+	return reply, nil
+}
+
+// ReadBarrier returns once this server holds every write acknowledged
+// before it was called (it asks the coordinator how far it committed), so
+// a client reads its own writes on any server.
+func (n *Node) ReadBarrier(ctx context.Context) error {
+	n.mu.Lock()
+	leader, role := n.repl.Leader(), n.repl.Role()
+	n.mu.Unlock()
+	switch {
+	case role == replication.Leader:
+		return nil // it holds everything it acknowledged
+	case leader == "" || role == replication.Candidate:
+		return retryf("the cluster is electing a coordinator; try again")
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ReadTimeout)
+	defer cancel()
+	reply, err := n.call(ctx, leader, replication.ServiceCommit, struct{}{})
+	if err != nil {
+		return retryf("the coordinator %s did not answer (%v); try again", leader, err)
+	}
+	var cr replication.CommitReply
+	if _, err := decodeMsg(reply, &cr); err != nil || !cr.OK {
+		return retryf("the coordinator is changing; try again")
+	}
+	if err := n.deps.Store.WaitDurable(ctx, cr.Commit); err != nil {
+		return retryf("this server is still catching up; try again")
+	}
+	return nil
+}
+
+// Committed waits until the entry at lsn, written by this server while
+// it led, is held by a majority.
+func (n *Node) Committed(ctx context.Context, lsn uint64) error {
+	n.mu.Lock()
+	epoch := n.repl.Epoch()
+	n.mu.Unlock()
+	timeout := time.NewTimer(n.cfg.CommitTimeout)
+	defer timeout.Stop()
+	for {
+		n.mu.Lock()
+		commit, role, now := n.repl.Commit(), n.repl.Role(), n.repl.Epoch()
+		n.mu.Unlock()
+		switch {
+		case role == replication.Leader && now == epoch && commit >= lsn:
+			return nil
+		case role != replication.Leader || now != epoch:
+			return retryf("the coordinator changed before the write was replicated; retry it (with the same request_id)")
+		}
+		n.commitMu.Lock()
+		ch := n.commitCh
+		n.commitMu.Unlock()
+		select {
+		case <-ch:
+		case <-timeout.C:
+			return retryf("the write was not replicated within %v (too few servers reachable); retry it (with the same request_id)", n.cfg.CommitTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Handled counts one request handled: the coordinator syncs clocks after
+// every BerkeleyEvery of them (the standard's rule).
+func (n *Node) Handled() {
+	if n.cfg.BerkeleyEvery == 0 {
+		return
+	}
+	n.mu.Lock()
+	n.requests++
+	due := n.berkeleyDueLocked(time.Now(), true)
+	n.mu.Unlock()
+	if due {
+		n.wg.Go(n.syncClocks)
+	}
+}
+
+// berkeleyDueLocked reports whether the coordinator should start a
+// Berkeley round now, and marks it started. mu must be held.
+func (n *Node) berkeleyDueLocked(now time.Time, counted bool) bool {
+	if !n.leading || n.syncing || len(n.peers) == 0 || n.ctx.Err() != nil {
+		return false
+	}
+	byCount := counted && n.cfg.BerkeleyEvery > 0 && n.requests >= n.cfg.BerkeleyEvery && now.Sub(n.lastSync) >= n.cfg.BerkeleyMinGap
+	if !byCount && now.Sub(n.lastSync) < n.cfg.BerkeleyInterval {
+		return false
+	}
+	n.syncing, n.lastSync, n.requests = true, now, 0
+	return true
+}
+
+// Status is what chat status shows of a server.
+func (n *Node) Status() proto.Data {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	role := n.repl.Role().String()
+	if n.cfg.Reference == "" {
+		role = "alone"
+	}
+	lsn, _ := n.deps.Store.Last()
+	count, _ := n.deps.Store.Count(context.Background())
+	now := n.deps.Clock.Now()
+	return proto.Data{
+		"status": proto.StatusOK, "name": n.cfg.Name, "rank": n.state.Rank, "role": role,
+		"coordinator": *n.coordinator.Load(), "epoch": n.repl.Epoch(), "leader": n.repl.Leader(),
+		"offset_ms": float64(n.deps.Clock.Offset()) / float64(time.Millisecond), "time_ms": now.UnixMilli(),
+		"messages": count, "lsn": lsn, "commit": n.repl.Commit(),
+	}
+}
+
+// finite reports whether f is a usable number.
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }

@@ -1,0 +1,219 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+
+	"chat/election"
+	"chat/proto"
+	"chat/replication"
+	"chat/transport"
+)
+
+// IsService reports whether service is one of the cluster's own (server
+// to server, and status), which Serve answers.
+func IsService(service string) bool {
+	switch service {
+	case ServiceClock, ServiceAdjust, ServiceElection, ServiceCoordinator, ServicePing, ServiceStatus,
+		replication.ServicePrepare, replication.ServiceAppend, replication.ServiceFetch, replication.ServiceCommit:
+		return true
+	}
+	return false
+}
+
+// maxAdjustment bounds an `adjust` this server accepts: a larger one is
+// a bug or an attack, not clock drift.
+const maxAdjustment = 24 * time.Hour
+
+// Serve answers one of the cluster's requests (IsService). It returns the
+// reply frame.
+func (n *Node) Serve(ctx context.Context, service string, frame []byte) []byte {
+	reply, err := n.serve(service, frame)
+	if err != nil {
+		return proto.ErrorReply(service, err.Error()).Stamp(n.deps.Clock.Now(), n.deps.Lamport.Tick()).Encode()
+	}
+	return encodeMsg(service, reply, n.deps.Clock.Now(), n.deps.Lamport.Tick())
+}
+
+func (n *Node) serve(service string, frame []byte) (any, error) {
+	now := time.Now()
+	observe := func(v any) error {
+		clk, err := decodeMsg(frame, v)
+		n.deps.Lamport.Observe(clk)
+		return err
+	}
+	switch service {
+	case ServiceClock:
+		if err := observe(nil); err != nil {
+			return nil, err
+		}
+		t := n.deps.Clock.Now()
+		return struct {
+			Time   float64 `msgpack:"time"`
+			TimeMs int64   `msgpack:"time_ms"`
+		}{float64(t.UnixMicro()) / 1e6, t.UnixMilli()}, nil
+	case ServiceAdjust:
+		var m adjustMsg
+		if err := observe(&m); err != nil {
+			return nil, err
+		}
+		secs := m.Adjustment
+		if m.AdjustmentMs != 0 {
+			secs = m.AdjustmentMs / 1e3
+		}
+		d := time.Duration(secs * float64(time.Second))
+		if !finite(secs) || math.Abs(secs) > maxAdjustment.Seconds() {
+			return nil, fmt.Errorf("adjustment %v s refused: at most %v either way", secs, maxAdjustment)
+		}
+		total := n.deps.Clock.Adjust(d)
+		n.log.Info("clock adjusted (Berkeley)", "adjust_ms", ms(d), "offset_ms", ms(total))
+		return okReply{Status: proto.StatusOK}, nil
+	case ServicePing:
+		if err := observe(nil); err != nil {
+			return nil, err
+		}
+		return okReply{Status: proto.StatusOK}, nil
+	case ServiceStatus:
+		if err := observe(nil); err != nil {
+			return nil, err
+		}
+		return n.Status(), nil
+	case ServiceElection, ServiceCoordinator:
+		var m electionMsg
+		if err := observe(&m); err != nil {
+			return nil, err
+		}
+		n.stepElection(service, m, now)
+		if service == ServiceElection {
+			return struct {
+				Election string `msgpack:"election"`
+			}{"OK"}, nil
+		}
+		return okReply{Status: proto.StatusOK}, nil
+	}
+
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	defer n.afterLocked(now)
+	switch service {
+	case replication.ServicePrepare:
+		var m replication.Prepare
+		if err := observe(&m); err != nil {
+			return nil, err
+		}
+		r := n.repl.HandlePrepare(m)
+		if r.OK {
+			n.log.Info("promised an epoch", "epoch", m.Epoch, "to", m.Leader)
+		}
+		return r, nil
+	case replication.ServiceAppend:
+		var m replication.Append
+		if err := observe(&m); err != nil {
+			return nil, err
+		}
+		if n.bully != nil {
+			n.bully.Heard(m.Leader, now)
+		}
+		before := n.repl.Err()
+		r := n.repl.HandleAppend(m)
+		if err := n.repl.Err(); err != nil && err != before {
+			n.log.Error("replication: cannot append", "err", err)
+		}
+		return r, nil
+	case replication.ServiceFetch:
+		var m replication.Fetch
+		if err := observe(&m); err != nil {
+			return nil, err
+		}
+		return n.repl.HandleFetch(m), nil
+	case replication.ServiceCommit:
+		if err := observe(nil); err != nil {
+			return nil, err
+		}
+		return n.repl.HandleCommit(), nil
+	}
+	return nil, fmt.Errorf("unknown service %q", service)
+}
+
+// okReply is the data of a plain OK.
+type okReply struct {
+	Status string `msgpack:"status"`
+}
+
+// stepElection feeds an election request or an announcement to Bully.
+func (n *Node) stepElection(service string, m electionMsg, now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.bully == nil {
+		return
+	}
+	from := m.User
+	if service == ServiceCoordinator || m.Coordinator != "" {
+		from = m.Coordinator
+	}
+	rank := m.Rank
+	if rank == 0 {
+		rank = n.rankOf(from)
+	}
+	kind := election.Election
+	if service == ServiceCoordinator {
+		kind = election.Coordinator
+	}
+	if from != "" {
+		n.bully.Heard(from, now)
+	}
+	n.bully.Step(election.Message{Kind: kind, From: from, Rank: rank, To: n.cfg.Name}, now)
+	n.afterLocked(now)
+}
+
+// listenAnnouncements subscribes to topic "servers" on the broker's
+// publish-out and feeds every coordinator announcement to Bully; the
+// coordinator also sends them directly, so this is the standard's path
+// (other implementations announce only there).
+func (n *Node) listenAnnouncements() {
+	for n.ctx.Err() == nil {
+		sub, err := transport.DialSocket(n.ctx, zmq4.NewSub, n.cfg.BrokerSub, n.cfg.PeerTimeout)
+		if err == nil {
+			err = sub.SetOption(zmq4.OptionSubscribe, "servers")
+		}
+		if err == nil {
+			n.readAnnouncements(sub) // closes sub
+		} else if sub != nil {
+			sub.Close()
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(n.cfg.SubReconnect):
+		}
+	}
+}
+
+// readAnnouncements reads from one subscriber socket until it fails,
+// then closes it.
+func (n *Node) readAnnouncements(sub zmq4.Socket) {
+	stop := context.AfterFunc(n.ctx, func() { sub.Close() })
+	defer func() {
+		if stop() {
+			sub.Close()
+		}
+	}()
+	for {
+		msg, err := sub.Recv()
+		if err != nil {
+			return
+		}
+		if len(msg.Frames) != 2 || string(msg.Frames[0]) != "servers" {
+			continue
+		}
+		var m electionMsg
+		if clk, err := decodeMsg(msg.Frames[1], &m); err == nil && m.Coordinator != "" {
+			n.deps.Lamport.Observe(clk)
+			n.stepElection(ServiceCoordinator, m, time.Now())
+		}
+	}
+}
