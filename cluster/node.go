@@ -32,6 +32,12 @@ func retryf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrRetry, fmt.Sprintf(format, args...))
 }
 
+// PeerIdentity starts the ZeroMQ identity of every server's client to
+// another server, so that a server can tell its peers' traffic from its
+// clients' (peers are not rate-limited). Until the cluster has a key,
+// this is not a security boundary.
+const PeerIdentity = "chat-peer:"
+
 // Deps are what a Node uses of its server.
 type Deps struct {
 	Store   *store.Store
@@ -125,7 +131,7 @@ func Start(ctx context.Context, cfg Config, deps Deps) (*Node, error) {
 	if cfg.Reference != "" {
 		n.wg.Go(n.keepRegistered)
 	}
-	if cfg.BrokerSub != "" {
+	if cfg.BrokerSub != "" && cfg.Reference != "" {
 		n.wg.Go(n.listenAnnouncements)
 	}
 	return n, nil
@@ -209,6 +215,7 @@ func (n *Node) addPeer(info peerInfo) {
 	}
 	pc := transport.DefaultPeerConfig(info.Addr)
 	pc.Timeout, pc.DialTimeout = n.cfg.PeerTimeout, n.cfg.PeerTimeout
+	pc.Identity = PeerIdentity + n.cfg.Name
 	client, err := transport.NewPeer(pc, n.deps.Log)
 	if err != nil {
 		n.log.Warn("peer has an unusable address", "peer", info.Name, "addr", info.Addr, "err", err)

@@ -162,6 +162,13 @@ func (n *Node) stepElection(service string, m electionMsg, now time.Time) {
 	kind := election.Election
 	if service == ServiceCoordinator {
 		kind = election.Coordinator
+		if _, known := n.peers[from]; !known {
+			// Not a server the reference ever listed to us (a stray from
+			// another cluster on the same broker, or one that has only
+			// just registered: it announces again in a moment).
+			n.log.Debug("announcement from an unknown server ignored", "from", from)
+			return
+		}
 	}
 	if from != "" {
 		n.bully.Heard(from, now)

@@ -64,7 +64,7 @@ func TestBotsRespectRate(t *testing.T) {
 func TestBotsCountErrorsAndStopOnCancel(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Servers, cfg.Sub = []string{"tcp://127.0.0.1:1"}, "tcp://127.0.0.1:1"
-	cfg.RequestTimeout, cfg.DialTimeout, cfg.Attempts, cfg.ErrorBackoff = 100*time.Millisecond, 100*time.Millisecond, 1, 10*time.Millisecond
+	cfg.RequestTimeout, cfg.DialTimeout, cfg.Attempts, cfg.ErrorBackoff, cfg.Retries = 100*time.Millisecond, 100*time.Millisecond, 1, 10*time.Millisecond, 0
 	cfg.StatsEvery = 20 * time.Millisecond
 	ctx, cancel := context.WithCancel(t.Context())
 	var out clustertest.Output

@@ -9,6 +9,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -233,6 +234,9 @@ func (s *Server) publish(p proto.Publication) {
 	}
 }
 
+// peerIdentity marks the requests of other servers of the cluster.
+var peerIdentity = []byte(cluster.PeerIdentity)
+
 // readFront reads requests from the server's own ROUTER socket.
 func (s *Server) readFront(ctx context.Context) {
 	for {
@@ -247,7 +251,7 @@ func (s *Server) readFront(ctx context.Context) {
 		if err != nil {
 			continue // nothing to answer to
 		}
-		if !s.limiter.Allow(string(msg.Frames[0]), time.Now()) {
+		if !bytes.HasPrefix(msg.Frames[0], peerIdentity) && !s.limiter.Allow(string(msg.Frames[0]), time.Now()) {
 			s.front.Send(r.Reply(s.handler.Refuse(r.Body, fmt.Sprintf(
 				"rate limit: at most %g requests per second per client; slow down", s.cfg.RateLimit.Rate))))
 			continue
