@@ -110,7 +110,7 @@ func Start(ctx context.Context, cfg Config, deps Deps) (*Node, error) {
 	}))
 	rcfg := cfg.Replication
 	rcfg.Self, rcfg.Replicas = cfg.Name, cfg.Replicas
-	n.repl = replication.New(rcfg, storeLog{st: deps.Store, save: n.savePromise}, st.Promise)
+	n.repl = replication.New(rcfg, storeLog{st: deps.Store, lamport: deps.Lamport, save: n.savePromise}, st.Promise)
 
 	n.mu.Lock()
 	for _, p := range st.Peers {
@@ -136,6 +136,10 @@ func Start(ctx context.Context, cfg Config, deps Deps) (*Node, error) {
 	}
 	return n, nil
 }
+
+// Logger returns the server's logger with every line also stamped with
+// this server's rank and the coordinator it follows.
+func (n *Node) Logger() *slog.Logger { return n.log }
 
 // Close stops every goroutine of the node and waits for them.
 func (n *Node) Close() error {

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 
+	"chat/clock"
 	"chat/replication"
 	"chat/store"
 )
@@ -10,8 +11,9 @@ import (
 // storeLog is replication.Log over the server's store: the store's change
 // log is the replication stream.
 type storeLog struct {
-	st   *store.Store
-	save func(replication.Promise) error
+	st      *store.Store
+	lamport *clock.Lamport
+	save    func(replication.Promise) error
 }
 
 func (l storeLog) Last() replication.Pos {
@@ -46,6 +48,7 @@ func (l storeLog) Append(entries []replication.Entry) error {
 }
 
 func (l storeLog) StartEpoch(epoch uint64) (uint64, error) {
+	l.lamport.Observe(l.st.MaxClock()) // the new coordinator's messages come after every stored one
 	l.st.SetEpoch(epoch)
 	_, lsn, err := l.st.Submit(context.Background(), store.Change{Noop: true})
 	return lsn, err

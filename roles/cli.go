@@ -145,7 +145,11 @@ func serverCommand() *cli.Command {
 		Usage: "run one server replica",
 		Description: "A server answers client requests directly on --listen and through the broker\n" +
 			"(it connects a DEALER to --broker-back), stores everything in an SQLite file under\n" +
-			"--data, and publishes posts and direct messages to --broker-pub.",
+			"--data, and publishes posts and direct messages to --broker-pub. With --reference it\n" +
+			"joins the cluster: it registers for a rank, elects a coordinator with the Bully\n" +
+			"algorithm, syncs its clock with Berkeley, and replicates every write (the\n" +
+			"coordinator orders them; a majority of --replicas servers must hold one before it\n" +
+			"is acknowledged). Peers reach it at --advertise.",
 		Flags: []cli.Flag{
 			stringFlag("name", "", "this server's unique name (required)"),
 			stringFlag("listen", d.Listen, "endpoint of this server's own request socket"),

@@ -175,6 +175,15 @@ func (s *Store) WaitDurable(ctx context.Context, lsn uint64) error {
 	}
 }
 
+// MaxClock returns the largest Lamport clock of a stored message, so that
+// a server's clock never goes back after a restart or a change of
+// coordinator: its new messages get larger clocks than every stored one.
+func (s *Store) MaxClock() uint64 {
+	e, done := s.engine()
+	defer done()
+	return e.maxClock.Load()
+}
+
 // SetEpoch sets the epoch stamped on the entries this store orders from
 // now on (the coordinator's epoch, see package replication).
 func (s *Store) SetEpoch(epoch uint64) {

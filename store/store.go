@@ -320,7 +320,8 @@ type engine struct {
 	indexedLSN uint64 // last LSN in SQLite
 	indexDone  bool   // the indexer has stopped: nobody waits for it
 
-	messages atomic.Int64 // number of stored messages
+	messages atomic.Int64  // number of stored messages
+	maxClock atomic.Uint64 // the largest Lamport clock of a durable message
 	batches  atomic.Int64
 	commits  atomic.Int64
 	changes  atomic.Int64
@@ -509,11 +510,12 @@ func (s *engine) load() error {
 			return err
 		}
 	}
-	var n, maxID int64
-	if err := s.wdb.QueryRow("SELECT count(*), coalesce(max(id), 0) FROM messages").Scan(&n, &maxID); err != nil {
+	var n, maxID, maxClock int64
+	if err := s.wdb.QueryRow("SELECT count(*), coalesce(max(id), 0), coalesce(max(clock), 0) FROM messages").Scan(&n, &maxID, &maxClock); err != nil {
 		return err
 	}
 	s.messages.Store(n)
+	s.maxClock.Store(uint64(maxClock))
 	s.nextID = maxID
 	return nil
 }

@@ -327,6 +327,11 @@ func (s *engine) acknowledge(b syncBatch, err error) {
 		maps.Copy(s.channels, b.effects.channels)
 		s.mu.Unlock()
 		s.messages.Add(b.effects.messages)
+		for _, e := range b.entries {
+			if e.Clock > s.maxClock.Load() {
+				s.maxClock.Store(e.Clock) // only the syncer writes it
+			}
+		}
 		s.keysDurable(b.lastLSN)
 		s.remember(b.entries)
 		s.ackedLSN.Store(b.lastLSN)

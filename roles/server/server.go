@@ -152,6 +152,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	lamport := &clock.Lamport{}
+	lamport.Observe(st.MaxClock()) // never back to 0 after a restart
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -189,6 +190,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.handler.Cluster = s.node
+	s.log = s.node.Logger() // every line: clock, server, rank, coordinator
+	log = s.log
+	s.handler.Log = s.log
 	for range cfg.Workers {
 		s.wg.Go(func() { s.work(ctx) })
 	}
