@@ -53,6 +53,11 @@ type Deps struct {
 type peer struct {
 	info   peerInfo
 	client *transport.Peer
+	// foreign is set when the peer answered our `ping` with an error: a
+	// server of another implementation of the standard, which takes no part
+	// in our election and replication (it would never replicate).
+	foreign  bool
+	pingedOK bool // it answered a ping: one of ours
 }
 
 // Node is a server's part in the cluster. Its methods are safe for
@@ -193,15 +198,24 @@ func (n *Node) setRankLocked(rank int) {
 // bullyRank is the rank the election machine was made with.
 func (n *Node) bullyRank() int { return int(n.rank.Load()) }
 
-// electionPeers is the reference's live list as the election sees it.
+// electionPeers is the reference's live list as the election sees it:
+// our servers only (foreign ones would win elections and never lead
+// replication). mu must be held.
 func (n *Node) electionPeers() []election.Peer {
 	var out []election.Peer
 	for _, p := range n.alive {
-		if p.Name != n.cfg.Name {
+		if p.Name != n.cfg.Name && !n.isForeign(p.Name) {
 			out = append(out, election.Peer{Name: p.Name, Rank: p.Rank})
 		}
 	}
 	return out
+}
+
+// isForeign reports whether name is a server of another implementation.
+// mu must be held.
+func (n *Node) isForeign(name string) bool {
+	p, ok := n.peers[name]
+	return ok && p.foreign
 }
 
 // addPeer records a server and makes (or remakes) its request client.
@@ -233,8 +247,10 @@ func (n *Node) addPeer(info peerInfo) {
 // towards the majority), the election only the live ones.
 func (n *Node) setPeersLocked() {
 	names := make([]string, 0, len(n.peers))
-	for name := range n.peers {
-		names = append(names, name)
+	for name, p := range n.peers {
+		if !p.foreign {
+			names = append(names, name)
+		}
 	}
 	n.repl.SetPeers(names)
 	if n.bully != nil {
@@ -259,7 +275,7 @@ func (n *Node) run() {
 			n.repl.Tick(now)
 			if now.Sub(lastPing) >= n.cfg.PingInterval {
 				lastPing = now
-				n.pingCoordinatorLocked()
+				n.pingPeersLocked()
 			}
 			n.afterLocked(now)
 			berkeley := n.berkeleyDueLocked(now, false)
@@ -354,8 +370,8 @@ func (n *Node) sendElection(m election.Message) {
 			announce := proto.Envelope{Service: ServiceElection, Data: proto.Data{"coordinator": n.cfg.Name, "rank": n.bullyRank()}}
 			n.deps.Publish(proto.Publication{Topic: "servers", Payload: announce.Stamp(n.deps.Clock.Now(), n.deps.Lamport.Tick()).Encode()})
 		}
-		for name := range n.peers {
-			if n.isAlive(name) {
+		for name, p := range n.peers {
+			if n.isAlive(name) && !p.foreign {
 				n.request(name, ServiceCoordinator, electionMsg{User: n.cfg.Name, Rank: n.bullyRank(), Coordinator: n.cfg.Name}, nil)
 			}
 		}
@@ -375,24 +391,38 @@ func (n *Node) rankOf(name string) int {
 	return 0
 }
 
-// pingCoordinatorLocked checks that the coordinator is alive. mu must be held.
-func (n *Node) pingCoordinatorLocked() {
+// pingPeersLocked checks that the coordinator is alive, and that the
+// other live servers speak our cluster protocol. mu must be held.
+func (n *Node) pingPeersLocked() {
 	if n.bully == nil {
 		return
 	}
 	coord := n.bully.Coordinator()
-	if _, known := n.peers[coord]; !known || coord == n.cfg.Name {
-		return // no address yet (announced before the reference listed it): its announcements count
-	}
-	n.request(coord, ServicePing, struct{}{}, func(_ []byte, err error) {
-		if err != nil {
-			n.log.Warn("the coordinator did not answer a liveness check", "peer", coord, "err", err)
-			n.bully.Unreachable(coord, time.Now())
-		} else {
-			n.bully.Heard(coord, time.Now())
+	for name, p := range n.peers {
+		if !n.isAlive(name) || p.foreign || (name != coord && n.pinged(name)) {
+			continue
 		}
-	})
+		n.request(name, ServicePing, struct{}{}, func(reply []byte, err error) {
+			var refused *refusedError
+			switch {
+			case errors.As(err, &refused):
+				p.foreign = true
+				n.log.Warn("server does not speak this implementation's cluster protocol: it takes no part in elections and replication", "peer", name, "reply", refused.why)
+				n.setPeersLocked()
+			case err != nil && name == n.bully.Coordinator():
+				n.log.Warn("the coordinator did not answer a liveness check", "peer", name, "err", err)
+				n.bully.Unreachable(name, time.Now())
+			case err == nil:
+				p.pingedOK = true
+				n.bully.Heard(name, time.Now())
+			}
+		})
+	}
 }
+
+// pinged reports whether a peer has answered a ping before (then only the
+// coordinator's liveness is checked). mu must be held.
+func (n *Node) pinged(name string) bool { return n.peers[name].pingedOK }
 
 // sendReplication sends one request of the replication machine. mu must
 // be held.
@@ -455,8 +485,12 @@ func (n *Node) request(to, service string, msg any, done func(reply []byte, err 
 	n.wg.Go(func() {
 		reply, err := client.Do(n.ctx, frame)
 		if err == nil {
-			clk, _ := decodeMsg(reply, nil)
+			var clk uint64
+			clk, err = decodeMsg(reply, nil)
 			n.deps.Lamport.Observe(clk)
+			if err != nil {
+				err = &refusedError{why: err.Error()}
+			}
 		}
 		if done == nil || n.ctx.Err() != nil {
 			return
@@ -467,6 +501,11 @@ func (n *Node) request(to, service string, msg any, done func(reply []byte, err 
 		n.afterLocked(time.Now())
 	})
 }
+
+// refusedError is a peer's erro reply to a request.
+type refusedError struct{ why string }
+
+func (e *refusedError) Error() string { return e.why }
 
 // call sends one request to a peer and waits for the reply (no mu held).
 func (n *Node) call(ctx context.Context, to, service string, msg any) ([]byte, error) {

@@ -170,3 +170,28 @@ func TestReplicatedBerkeleySyncsSkewedClocks(t *testing.T) {
 		return false
 	})
 }
+
+// A client that retries with the same request_id on another server (after
+// a failover, say) has its write applied once.
+func TestReplicatedRequestIDAcrossServers(t *testing.T) {
+	c := clustertest.StartReplicated(t, 3, nil)
+	s1, s2, s3 := direct(t, c, 0), direct(t, c, 1), direct(t, c, 2)
+	wantStatus(t, callOK(t, s1, proto.Login, proto.Data{"user": "ana", "request_id": "l1"}), proto.StatusSuccess)
+	wantStatus(t, callOK(t, s1, proto.Channel, proto.Data{"channel": "lab", "request_id": "c1"}), proto.StatusSuccess)
+	post := proto.Data{"user": "ana", "channel": "lab", "message": "once", "request_id": "p1"}
+	for _, s := range []*transport.Client{s1, s2, s3, s1} {
+		wantStatus(t, callOK(t, s, proto.Publish, post), proto.StatusOK)
+	}
+	// Even a failed check is answered the same everywhere: the channel exists.
+	for _, s := range []*transport.Client{s2, s3} {
+		d := callOK(t, s, proto.Channel, proto.Data{"channel": "lab", "request_id": "c1"})
+		wantStatus(t, d, proto.StatusSuccess)
+	}
+	c.Stop(2) // the coordinator
+	c.WaitLeader(5 * time.Second)
+	wantStatus(t, callOK(t, s2, proto.Publish, post), proto.StatusOK)
+	msgs := callOK(t, s1, proto.History, proto.Data{"channel": "lab"})["messages"].([]any)
+	if len(msgs) != 1 {
+		t.Fatalf("a publish retried on 4 servers and after a failover is stored %d times: %v", len(msgs), msgs)
+	}
+}
