@@ -80,6 +80,12 @@ func (n *Node) syncClocks() {
 	}
 	wg.Wait()
 	round := clock.Berkeley(readings, n.cfg.Berkeley)
+	n.mu.Lock()
+	leading := n.leading
+	n.mu.Unlock()
+	if !leading {
+		return // another server became coordinator meanwhile: its rounds count
+	}
 	n.log.Info("Berkeley round", "readings", len(readings), "average_ms", ms(round.Average), "excluded", round.Excluded, "unusable", round.Unusable)
 	for _, name := range slices.Sorted(maps.Keys(round.Adjustments)) {
 		adj := round.Adjustments[name]

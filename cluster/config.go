@@ -61,7 +61,7 @@ func DefaultConfig(name string) Config {
 		DataDir:           "./data",
 		Election:          election.DefaultConfig(name, 0),
 		Replication:       replication.DefaultConfig(name, 3),
-		Berkeley:          clock.DefaultBerkeleyConfig(),
+		Berkeley:          berkeleyDefaults(),
 		TickInterval:      50 * time.Millisecond,
 		PingInterval:      250 * time.Millisecond,
 		PeerTimeout:       500 * time.Millisecond,
@@ -75,6 +75,15 @@ func DefaultConfig(name string) Config {
 		BerkeleyMinGap:    500 * time.Millisecond,
 		SubReconnect:      500 * time.Millisecond,
 	}
+}
+
+// berkeleyDefaults are clock.DefaultBerkeleyConfig with a tighter bound on
+// a reading's round trip: a reading is off by up to half its round trip,
+// so on a LAN a slow one (a server busy restarting) is left out.
+func berkeleyDefaults() clock.BerkeleyConfig {
+	b := clock.DefaultBerkeleyConfig()
+	b.MaxRoundTrip = 100 * time.Millisecond
+	return b
 }
 
 // Validate reports a config that cannot work.

@@ -554,23 +554,28 @@ func (n *Node) Forward(ctx context.Context, frame []byte) ([]byte, error) {
 }
 
 // ReadBarrier returns once this server holds every write acknowledged
-// before it was called (it asks the coordinator how far it committed), so
-// a client reads its own writes on any server.
+// before it was called, and nothing that is not committed, so a client
+// reads its own writes on any server and never a write that may vanish.
+// The coordinator answers from its own store once a majority has
+// confirmed, after the read arrived, that it still leads (ReadIndex); any
+// other server asks the coordinator for that commit LSN (`commit`) and
+// waits until it holds it.
 func (n *Node) ReadBarrier(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ReadTimeout)
+	defer cancel()
 	n.mu.Lock()
 	leader, role := n.repl.Leader(), n.repl.Role()
 	n.mu.Unlock()
 	switch {
 	case role == replication.Leader:
-		return nil // it holds everything it acknowledged
+		_, err := n.readIndex(ctx)
+		return err
 	case leader == "" || role == replication.Candidate:
 		return retryf("the cluster is electing a coordinator; try again")
 	}
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.ReadTimeout)
-	defer cancel()
 	reply, err := n.call(ctx, leader, replication.ServiceCommit, struct{}{})
 	if err != nil {
-		return retryf("the coordinator %s did not answer (%v); try again", leader, err)
+		return retryf("the coordinator %s could not confirm the data is current (%v); try again", leader, err)
 	}
 	var cr replication.CommitReply
 	if _, err := decodeMsg(reply, &cr); err != nil || !cr.OK {
@@ -580,6 +585,40 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 		return retryf("this server is still catching up; try again")
 	}
 	return nil
+}
+
+// readIndex is the coordinator's half of a read: it returns the LSN up to
+// which a read may be served, once a majority has acknowledged an Append
+// sent after the call (so no newer coordinator exists) and everything in
+// its log at the call is committed (so nothing read can be rolled back).
+func (n *Node) readIndex(ctx context.Context) (uint64, error) {
+	n.mu.Lock()
+	since := time.Now()
+	epoch := n.repl.Epoch()
+	target, _ := n.deps.Store.Last()
+	n.repl.Heartbeat(since) // do not wait for the next heartbeat to confirm
+	n.afterLocked(since)
+	n.mu.Unlock()
+	for {
+		n.mu.Lock()
+		ok := n.repl.Role() == replication.Leader && n.repl.Epoch() == epoch
+		done := ok && n.repl.Confirmed(since) && n.repl.Commit() >= target
+		n.mu.Unlock()
+		switch {
+		case !ok:
+			return 0, retryf("the coordinator changed; try again")
+		case done:
+			return target, nil
+		}
+		n.commitMu.Lock()
+		ch := n.commitCh
+		n.commitMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, retryf("the coordinator cannot reach a majority to confirm the data is current; try again")
+		}
+	}
 }
 
 // Committed waits until the entry at lsn, written by this server while

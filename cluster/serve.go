@@ -82,6 +82,20 @@ func (n *Node) serve(service string, frame []byte) (any, error) {
 			return nil, err
 		}
 		return n.Status(), nil
+	case replication.ServiceCommit:
+		if err := observe(nil); err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ReadTimeout)
+		defer cancel()
+		n.mu.Lock()
+		epoch, leading := n.repl.Epoch(), n.repl.Role() == replication.Leader
+		n.mu.Unlock()
+		if !leading {
+			return replication.CommitReply{From: n.cfg.Name, Epoch: epoch}, nil
+		}
+		commit, err := n.readIndex(ctx)
+		return replication.CommitReply{From: n.cfg.Name, OK: err == nil, Epoch: epoch, Commit: commit}, nil
 	case ServiceElection, ServiceCoordinator:
 		var m electionMsg
 		if err := observe(&m); err != nil {
@@ -130,11 +144,6 @@ func (n *Node) serve(service string, frame []byte) (any, error) {
 			return nil, err
 		}
 		return n.repl.HandleFetch(m), nil
-	case replication.ServiceCommit:
-		if err := observe(nil); err != nil {
-			return nil, err
-		}
-		return n.repl.HandleCommit(), nil
 	}
 	return nil, fmt.Errorf("unknown service %q", service)
 }

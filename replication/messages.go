@@ -79,6 +79,7 @@ type Append struct {
 	Prev    Pos     `msgpack:"prev"`
 	Entries []Entry `msgpack:"entries"`
 	Commit  uint64  `msgpack:"commit"`
+	Seq     uint64  `msgpack:"seq,omitempty"` // echoed in the reply, to tell which Append it answers
 }
 
 // AppendReply is the answer to Append. OK: the receiver's log now ends at
@@ -89,6 +90,7 @@ type AppendReply struct {
 	OK    bool   `msgpack:"ok"`
 	Epoch uint64 `msgpack:"epoch"`
 	Last  Pos    `msgpack:"last"`
+	Seq   uint64 `msgpack:"seq,omitempty"` // the Append's Seq
 }
 
 // Fetch asks for the entries after After, at most Max of them.

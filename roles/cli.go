@@ -172,6 +172,7 @@ func serverCommand() *cli.Command {
 			durationFlag("announce-interval", d.Cluster.Election.AnnounceInterval, "Bully: how often the coordinator re-announces itself"),
 			durationFlag("ping-interval", d.Cluster.PingInterval, "how often a server checks its coordinator is alive"),
 			durationFlag("peer-timeout", d.Cluster.PeerTimeout, "how long a request to another server waits for its reply"),
+			durationFlag("reference-interval", d.Cluster.ReferenceInterval, "how often the reference gets a heartbeat (keep it well under the reference's --server-timeout)"),
 			durationFlag("commit-timeout", d.Cluster.CommitTimeout, "how long a write waits to reach a majority before the client is told to retry"),
 			durationFlag("berkeley-interval", d.Cluster.BerkeleyInterval, "the coordinator syncs clocks at least this often"),
 			intFlag("berkeley-every", d.Cluster.BerkeleyEvery, "... and after this many requests (0: by time only)"),
@@ -192,6 +193,7 @@ func serverCommand() *cli.Command {
 			cfg.Cluster.Election.AnnounceInterval = c.Duration("announce-interval")
 			cfg.Cluster.PingInterval = c.Duration("ping-interval")
 			cfg.Cluster.PeerTimeout = c.Duration("peer-timeout")
+			cfg.Cluster.ReferenceInterval = c.Duration("reference-interval")
 			cfg.Cluster.CommitTimeout = c.Duration("commit-timeout")
 			cfg.Cluster.BerkeleyInterval = c.Duration("berkeley-interval")
 			cfg.Cluster.BerkeleyEvery = c.Int("berkeley-every")
