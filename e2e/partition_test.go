@@ -287,10 +287,10 @@ func (p *partitionWriters) checkRead(t *testing.T, c *procCluster) {
 	t.Logf("%s: a read from the cut-off %s serves %d posts: %d of the %d acknowledged ones are missing, %d are writes it never acknowledged",
 		p.name, name, len(msgs), missing, len(acked), dirty)
 	if missing > 0 {
-		t.Logf("BUG (stale read): the cut-off %s served a history without %d acknowledged writes", name, missing)
+		t.Errorf("stale read: the cut-off %s served a history without %d acknowledged writes", name, missing)
 	}
 	if dirty > 0 {
-		t.Logf("BUG (dirty read): the cut-off %s served %d writes that no majority holds (refused with retry, later discarded)", name, dirty)
+		t.Errorf("dirty read: the cut-off %s served %d writes that no majority holds (refused with retry, later discarded)", name, dirty)
 	}
 }
 
