@@ -69,7 +69,12 @@ func (n *Node) keepRegistered() {
 			var r rankReply
 			if err = do("rank", serverMsg{User: n.cfg.Name, Addr: n.cfg.Advertise}, &r); err == nil && r.Rank > 0 {
 				registered = true
-				n.log.Info("registered with the reference", "rank", r.Rank, "reference", n.cfg.Reference, "addr", n.cfg.Advertise)
+				n.log.Info("registered with the reference", "my_rank", r.Rank, "reference", n.cfg.Reference, "addr", n.cfg.Advertise)
+				// Learn the peers before electing: alone, it would win at once.
+				var l listReply
+				if lerr := do("list", struct{}{}, &l); lerr == nil {
+					n.updatePeers(l)
+				}
 				n.mu.Lock()
 				n.setRankLocked(r.Rank)
 				n.mu.Unlock()

@@ -56,4 +56,8 @@ func (l storeLog) StartEpoch(epoch uint64) (uint64, error) {
 
 func (l storeLog) Reset() error { return l.st.Reset() }
 
+// TruncateAfter makes storeLog a replication.Truncater: a divergent tail
+// is dropped, the entries before it kept.
+func (l storeLog) TruncateAfter(lsn uint64) error { return l.st.TruncateAfter(lsn) }
+
 func (l storeLog) SavePromise(p replication.Promise) error { return l.save(p) }

@@ -5,12 +5,13 @@
 //
 //	go run ./.ci/subscribe/main.go --sub tcp://localhost:5558 --topic servers --for 60s
 //
-// Lines, flushed as they come:
+// Lines, flushed as they come, each ending with the host's time of
+// receipt (at=, milliseconds), for the script's failure reports:
 //
 //	subscribed tcp://localhost:5558 servers
-//	servers coordinator=server-2 clock=41
-//	post channel=canal-1a2b3c user=bot-4d5e6f id=17 text=...
-//	direct to=alice from=bob id=3 text=...
+//	servers coordinator=server-2 clock=41 at=09:39:15.777
+//	post channel=canal-1a2b3c user=bot-4d5e6f id=17 text=... at=09:39:15.801
+//	direct to=alice from=bob id=3 text=... at=09:39:16.002
 //
 // With no --topic it subscribes to every topic. It is not part of the
 // module's packages (a directory starting with a dot is skipped by ./...).
@@ -92,13 +93,14 @@ func listen(ctx context.Context, ep string, want map[string]bool) error {
 			fmt.Printf("unreadable topic=%s err=%q\n", msg.Frames[0], err)
 			continue
 		}
+		at := time.Now().Format("15:04:05.000")
 		switch {
 		case r.Topic == proto.ServersTopic:
-			fmt.Printf("servers coordinator=%s clock=%d\n", r.Coordinator, r.Clock)
+			fmt.Printf("servers coordinator=%s clock=%d at=%s\n", r.Coordinator, r.Clock, at)
 		case r.Direct != nil:
-			fmt.Printf("direct to=%s from=%s id=%d text=%q\n", r.Direct.To, r.Direct.From, r.Direct.ID, r.Direct.Text)
+			fmt.Printf("direct to=%s from=%s id=%d text=%q at=%s\n", r.Direct.To, r.Direct.From, r.Direct.ID, r.Direct.Text, at)
 		case r.Post != nil:
-			fmt.Printf("post channel=%s user=%s id=%d text=%q\n", r.Post.Channel, r.Post.User, r.Post.ID, r.Post.Text)
+			fmt.Printf("post channel=%s user=%s id=%d text=%q at=%s\n", r.Post.Channel, r.Post.User, r.Post.ID, r.Post.Text, at)
 		}
 	}
 }
