@@ -52,7 +52,8 @@ type Deps struct {
 // peer is another server: its rank, its endpoint and a request client to it.
 type peer struct {
 	info   peerInfo
-	client *transport.Peer
+	client *transport.Peer // cluster messages, PeerTimeout each
+	slow   *transport.Peer // forwarded writes and commit requests, which wait for replication
 	// foreign is set when the peer answered our `ping` with an error: a
 	// server of another implementation of the standard, which takes no part
 	// in our election and replication (it would never replicate).
@@ -154,6 +155,7 @@ func (n *Node) Close() error {
 	defer n.mu.Unlock()
 	for _, p := range n.peers {
 		p.client.Close()
+		p.slow.Close()
 	}
 	return nil
 }
@@ -230,6 +232,7 @@ func (n *Node) addPeer(info peerInfo) {
 			return
 		}
 		p.client.Close()
+		p.slow.Close()
 	}
 	pc := transport.DefaultPeerConfig(info.Addr)
 	pc.Timeout, pc.DialTimeout = n.cfg.PeerTimeout, n.cfg.PeerTimeout
@@ -239,7 +242,14 @@ func (n *Node) addPeer(info peerInfo) {
 		n.log.Warn("peer has an unusable address", "peer", info.Name, "addr", info.Addr, "err", err)
 		return
 	}
-	n.peers[info.Name] = &peer{info: info, client: client}
+	pc.Timeout = max(n.cfg.ForwardTimeout, n.cfg.ReadTimeout)
+	pc.Identity = PeerIdentity + n.cfg.Name + "/slow"
+	slow, err := transport.NewPeer(pc, n.deps.Log)
+	if err != nil {
+		client.Close()
+		return
+	}
+	n.peers[info.Name] = &peer{info: info, client: client, slow: slow}
 }
 
 // setPeersLocked tells the machines who the other servers are:
@@ -509,13 +519,27 @@ func (e *refusedError) Error() string { return e.why }
 
 // call sends one request to a peer and waits for the reply (no mu held).
 func (n *Node) call(ctx context.Context, to, service string, msg any) ([]byte, error) {
+	return n.callWith(ctx, to, service, msg, false)
+}
+
+// callSlow is call for requests that wait for replication at the peer
+// (a forwarded write, a commit request): up to ForwardTimeout.
+func (n *Node) callSlow(ctx context.Context, to, service string, msg any) ([]byte, error) {
+	return n.callWith(ctx, to, service, msg, true)
+}
+
+func (n *Node) callWith(ctx context.Context, to, service string, msg any, slow bool) ([]byte, error) {
 	n.mu.Lock()
 	p, ok := n.peers[to]
 	n.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("no address known for %s", to)
 	}
-	reply, err := p.client.Do(ctx, encodeMsg(service, msg, n.deps.Clock.Now(), n.deps.Lamport.Tick()))
+	client := p.client
+	if slow {
+		client = p.slow
+	}
+	reply, err := client.Do(ctx, encodeMsg(service, msg, n.deps.Clock.Now(), n.deps.Lamport.Tick()))
 	if err != nil {
 		return nil, err
 	}
@@ -542,7 +566,7 @@ func (n *Node) Forward(ctx context.Context, frame []byte) ([]byte, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
 	defer cancel()
-	reply, err := n.call(ctx, leader, ServiceForward, forwardMsg{Frame: frame})
+	reply, err := n.callSlow(ctx, leader, ServiceForward, forwardMsg{Frame: frame})
 	if err != nil {
 		return nil, retryf("the coordinator %s did not answer (%v); try again", leader, err)
 	}
@@ -573,7 +597,7 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 	case leader == "" || role == replication.Candidate:
 		return retryf("the cluster is electing a coordinator; try again")
 	}
-	reply, err := n.call(ctx, leader, replication.ServiceCommit, struct{}{})
+	reply, err := n.callSlow(ctx, leader, replication.ServiceCommit, struct{}{})
 	if err != nil {
 		return retryf("the coordinator %s could not confirm the data is current (%v); try again", leader, err)
 	}
