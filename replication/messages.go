@@ -82,9 +82,10 @@ type Append struct {
 	Seq     uint64  `msgpack:"seq,omitempty"` // echoed in the reply, to tell which Append it answers
 }
 
-// AppendReply is the answer to Append. OK: the receiver's log now ends at
-// Last, all durable. Not OK: refused because the receiver promised a newer
-// Epoch, or its log ends at Last and the coordinator must send from there.
+// AppendReply is the answer to Append. OK: the receiver holds the
+// coordinator's log up to Last, durably (an older, unchecked tail after it
+// does not count). Not OK: refused because the receiver promised a newer
+// Epoch, or the coordinator must send from after Last.
 type AppendReply struct {
 	From  string `msgpack:"from"`
 	OK    bool   `msgpack:"ok"`

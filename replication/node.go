@@ -23,7 +23,9 @@
 // with a minority never gets a majority: it refuses writes, and its
 // clients retry elsewhere. A log whose end does not match the
 // coordinator's (it holds entries that were never committed, left by a
-// coordinator that died) is emptied and copied again from the start.
+// coordinator that died) loses those entries and takes the coordinator's:
+// a Log that is a Truncater drops only them; any other Log is emptied and
+// copied again from the start, which is unsafe (see Truncater).
 //
 // Node is the algorithm only, as a state machine in the style of
 // etcd-io/raft: it is fed requests, replies and ticks of injected time,
@@ -61,6 +63,20 @@ type Log interface {
 	Reset() error
 	// SavePromise keeps the promise on disk.
 	SavePromise(Promise) error
+}
+
+// Truncater is a Log that can also drop its last entries. A Node whose
+// Log is a Truncater removes only the entries that conflict with the
+// coordinator's (or, as a candidate, with the most up-to-date log's) and
+// keeps those before them, as Raft does. A Node over a Log without it
+// empties a divergent log with Reset, which is unsafe: the entries it
+// shared with the coordinator may be committed ones whose majority needs
+// this copy, and a failure before the log is copied again loses them
+// (the simulator shows it: internal/sim, Options.ResetOnly).
+type Truncater interface {
+	// TruncateAfter removes every entry after lsn (and everything built
+	// from them), durably.
+	TruncateAfter(lsn uint64) error
 }
 
 // Role is what a Node does now.
@@ -137,6 +153,8 @@ type follower struct {
 	inFlight bool      // a request is on its way
 	lastSent time.Time // when the last request left
 	retryAt  time.Time // no request before this (after a failure)
+	seq      uint64    // Seq of the last Append sent
+	ackedAt  time.Time // when the last Append it acknowledged (in this epoch) left
 }
 
 // Node is one server's replication state machine.
@@ -157,7 +175,9 @@ type Node struct {
 	promises  map[string]PrepareReply
 	fetchFrom string // the peer being copied from ("" : not fetching)
 	fetchTo   Pos    // its log's end at its promise
-	fetching  bool   // a Fetch is in flight
+	fetching  bool   // a Fetch is in flight (at most one, across campaigns too)
+	fetchAt   Pos    // the After of the Fetch in flight
+	fetchNext Pos    // the After of the next Fetch: this log's end, or the last entry known to match the peer's
 
 	// Leader.
 	epochStart uint64 // LSN of the first entry of this node's epoch
@@ -232,7 +252,7 @@ func (n *Node) Campaign(now time.Time) {
 	}
 	n.role, n.campaign = Candidate, now
 	n.promises = map[string]PrepareReply{n.cfg.Self: {From: n.cfg.Self, OK: true, Promised: n.promise, Last: n.log.Last()}}
-	n.fetchFrom, n.fetching = "", false
+	n.fetchFrom = "" // a Fetch still in flight stays so: its outcome clears it
 	for _, p := range n.peers {
 		n.send(p, Prepare{Epoch: epoch, Leader: n.cfg.Self})
 	}
@@ -283,10 +303,16 @@ func (n *Node) stepDown() {
 }
 
 // HandleAppend answers the coordinator's Append: it appends the entries
-// that follow its log, and empties its log when it has diverged.
+// that follow its log, and drops those that conflict with them (see
+// diverged).
+//
+// An Append of the epoch this node promised is taken even when it
+// promised that epoch to another candidate (or to itself): only a leader
+// sends Append, and two candidates cannot both win an epoch, so the one
+// it promised lost (Raft's rule for AppendEntries of the current term).
 func (n *Node) HandleAppend(m Append) AppendReply {
 	refuse := AppendReply{From: n.cfg.Self, Epoch: n.promise.Epoch, Last: n.log.Last()}
-	if m.Leader == n.cfg.Self || !n.promise.Allows(m.Epoch, m.Leader) || !n.savePromise(Promise{Epoch: m.Epoch, Leader: m.Leader}) {
+	if m.Leader == n.cfg.Self || m.Epoch < n.promise.Epoch || !n.savePromise(Promise{Epoch: m.Epoch, Leader: m.Leader}) {
 		return refuse
 	}
 	n.stepDown()
@@ -295,12 +321,18 @@ func (n *Node) HandleAppend(m Append) AppendReply {
 		return AppendReply{From: n.cfg.Self, Epoch: n.promise.Epoch, Last: last} // behind: send from my end
 	}
 	if epoch, ok := n.log.EpochAt(m.Prev.LSN); !ok || epoch != m.Prev.Epoch {
-		return n.diverged()
+		return n.diverged(m.Prev.LSN)
 	}
 	entries := m.Entries
 	for len(entries) > 0 && entries[0].LSN <= last.LSN { // already here (a retried Append)
 		if epoch, ok := n.log.EpochAt(entries[0].LSN); !ok || epoch != entries[0].Epoch {
-			return n.diverged()
+			if _, ok := n.log.(Truncater); !ok {
+				return n.diverged(entries[0].LSN)
+			}
+			if !n.truncate(entries[0].LSN - 1) {
+				return AppendReply{From: n.cfg.Self, Epoch: n.promise.Epoch, Last: n.log.Last()}
+			}
+			break
 		}
 		entries = entries[1:]
 	}
@@ -310,19 +342,55 @@ func (n *Node) HandleAppend(m Append) AppendReply {
 			return AppendReply{From: n.cfg.Self, Epoch: n.promise.Epoch, Last: n.log.Last()}
 		}
 	}
-	last = n.log.Last()
-	n.commit = max(n.commit, min(m.Commit, last.LSN))
-	return AppendReply{From: n.cfg.Self, OK: true, Epoch: n.promise.Epoch, Last: last}
+	// The log holds the coordinator's entries up to the Append's last
+	// one; what follows, if anything, is older and unchecked: it must not
+	// count as held, nor as committed.
+	held := m.Prev
+	if len(m.Entries) > 0 {
+		held = m.Entries[len(m.Entries)-1].Pos()
+	}
+	n.commit = max(n.commit, min(m.Commit, held.LSN))
+	return AppendReply{From: n.cfg.Self, OK: true, Epoch: n.promise.Epoch, Last: held, Seq: m.Seq}
 }
 
-// diverged empties the log, which holds entries the coordinator does not
-// have, and answers so that the coordinator sends everything.
-func (n *Node) diverged() AppendReply {
+// diverged handles a log whose entry at lsn differs from the
+// coordinator's. That entry and those after it are not committed (the
+// coordinator holds every committed entry): a Truncater drops them, and
+// the answer asks the coordinator to send again from this node's commit
+// LSN, which it holds, so that the first entry that differs is found.
+// Another Log is emptied (unsafe, see Truncater) and the coordinator
+// sends everything.
+func (n *Node) diverged(lsn uint64) AppendReply {
+	if _, ok := n.log.(Truncater); ok {
+		if !n.truncate(lsn - 1) {
+			return AppendReply{From: n.cfg.Self, Epoch: n.promise.Epoch, Last: n.log.Last()}
+		}
+		return AppendReply{From: n.cfg.Self, Epoch: n.promise.Epoch, Last: n.back(lsn)}
+	}
 	if err := n.log.Reset(); err != nil {
 		n.err = err
 	}
 	n.commit = 0
 	return AppendReply{From: n.cfg.Self, Epoch: n.promise.Epoch, Last: n.log.Last()}
+}
+
+// back returns where to compare this log with another again when they
+// differ at lsn: the commit LSN, whose entries every up-to-date log
+// holds, or before lsn.
+func (n *Node) back(lsn uint64) Pos {
+	at := min(n.commit, lsn-1)
+	epoch, _ := n.log.EpochAt(at)
+	return Pos{LSN: at, Epoch: epoch}
+}
+
+// truncate drops the entries after lsn; false (and Err set) when the
+// disk failed. The Log must be a Truncater.
+func (n *Node) truncate(lsn uint64) bool {
+	if err := n.log.(Truncater).TruncateAfter(lsn); err != nil {
+		n.err = err
+		return false
+	}
+	return true
 }
 
 // HandleFetch answers a candidate's Fetch.
@@ -336,12 +404,6 @@ func (n *Node) HandleFetch(m Fetch) FetchReply {
 		n.err = err
 	}
 	return FetchReply{From: n.cfg.Self, Entries: entries, Last: last}
-}
-
-// HandleCommit answers a server that needs the commit LSN before it
-// serves a read.
-func (n *Node) HandleCommit() CommitReply {
-	return CommitReply{From: n.cfg.Self, OK: n.role == Leader, Epoch: n.promise.Epoch, Commit: n.commit}
 }
 
 // Step takes the reply to one of the node's requests.
@@ -364,15 +426,20 @@ func (n *Node) Failed(to string, msg any, now time.Time) {
 			f.inFlight, f.retryAt = false, now.Add(n.cfg.RetryInterval)
 		}
 	case Fetch:
-		if n.role == Candidate && to == n.fetchFrom {
-			n.fetching = false // retried on the next Tick
-		}
+		n.fetching = false // the one in flight; retried on the next Tick
 	}
 }
 
 func (n *Node) stepPrepare(r PrepareReply, now time.Time) {
 	if r.Promised.Epoch > n.promise.Epoch {
 		n.observeEpoch(r.Promised.Epoch)
+	}
+	if !r.OK && n.wantLead && r.Promised.Epoch >= n.promise.Epoch && r.Promised.Leader != n.cfg.Self {
+		// Refused: the epoch is taken (a coordinator this one replaces
+		// chose it too). Start over with a newer one at the next Tick
+		// instead of waiting out CampaignTimeout.
+		n.seenEpoch = max(n.seenEpoch, r.Promised.Epoch)
+		n.campaign = time.Time{}
 	}
 	if n.role != Candidate || !r.OK || r.Promised != n.promise {
 		return
@@ -404,37 +471,83 @@ func (n *Node) tryLead(now time.Time) {
 		}
 	}
 	if best.From != n.cfg.Self && n.log.Last().Before(best.Last) {
-		n.fetchFrom, n.fetchTo = best.From, best.Last
+		n.fetchFrom, n.fetchTo, n.fetchNext = best.From, best.Last, n.log.Last()
 		n.fetch(now)
 		return
 	}
 	n.lead(now)
 }
 
-// fetch asks the peer being copied from for what follows this log.
+// fetch asks the peer being copied from for what follows this log,
+// unless a Fetch is in flight already (Tick sends it after its outcome).
 func (n *Node) fetch(now time.Time) {
-	n.fetching = true
-	n.send(n.fetchFrom, Fetch{After: n.log.Last(), Max: n.cfg.MaxBatch})
+	if n.fetching {
+		return
+	}
+	n.fetching, n.fetchAt = true, n.fetchNext
+	n.send(n.fetchFrom, Fetch{After: n.fetchAt, Max: n.cfg.MaxBatch})
 }
 
 func (n *Node) stepFetch(r FetchReply, now time.Time) {
+	if !n.fetching {
+		return // no Fetch in flight: a duplicate
+	}
+	n.fetching = false
+	// Only the answer to a Fetch from the peer being copied from now, after
+	// an entry this log still holds, may be applied: one sent before a
+	// campaign started over may come from another peer or follow another
+	// end.
 	if n.role != Candidate || r.From != n.fetchFrom {
 		return
 	}
-	n.fetching = false
+	if epoch, ok := n.log.EpochAt(n.fetchAt.LSN); !ok || epoch != n.fetchAt.Epoch ||
+		(len(r.Entries) > 0 && r.Entries[0].LSN != n.fetchAt.LSN+1) {
+		n.fetchNext = n.log.Last() // Tick fetches again
+		return
+	}
+	if r.Last.Epoch > n.promise.Epoch {
+		// The peer took entries of a newer epoch since it promised: this
+		// campaign is over (copying them and then starting an older epoch
+		// after them would make a log whose epochs go back).
+		n.observeEpoch(r.Last.Epoch)
+		return
+	}
+	_, truncates := n.log.(Truncater)
+	progressed := true
 	switch {
+	case r.Diverged && truncates:
+		n.fetchNext = n.back(n.fetchAt.LSN) // compare again from there
 	case r.Diverged:
 		if err := n.log.Reset(); err != nil {
 			n.err = err
 			return
 		}
+		n.fetchNext = Pos{}
 	case len(r.Entries) > 0:
-		if err := n.log.Append(r.Entries); err != nil {
-			n.err = err
-			return
+		entries := r.Entries
+		for len(entries) > 0 && entries[0].LSN <= n.log.Last().LSN { // held already, or in conflict
+			if epoch, _ := n.log.EpochAt(entries[0].LSN); epoch != entries[0].Epoch {
+				if !truncates || !n.truncate(entries[0].LSN-1) {
+					return
+				}
+				break
+			}
+			entries = entries[1:]
 		}
+		if len(entries) > 0 {
+			if err := n.log.Append(entries); err != nil {
+				n.err = err
+				return
+			}
+		}
+		n.fetchNext = r.Entries[len(r.Entries)-1].Pos()
+	default:
+		progressed = false // nothing new: the campaign's time runs on
 	}
-	if n.log.Last().Before(n.fetchTo) {
+	if progressed {
+		n.campaign = now // the copy progresses: CampaignTimeout counts from here
+	}
+	if n.log.Last().Before(n.fetchTo) || n.fetchNext != n.log.Last() {
 		n.fetch(now)
 		return
 	}
@@ -468,11 +581,18 @@ func (n *Node) stepAppend(r AppendReply, now time.Time) {
 		return
 	}
 	f.inFlight = false
-	if r.OK {
+	switch {
+	case r.Epoch < n.promise.Epoch:
+		// The answer to an Append of an older epoch of this node's: it
+		// tells what the follower held of another log.
+	case r.OK:
 		f.match = max(f.match, r.Last.LSN)
 		f.next = f.match + 1
+		if r.Seq == f.seq {
+			f.ackedAt = f.lastSent // it follows this node in this epoch as of then (reads, read.go)
+		}
 		n.advanceCommit()
-	} else {
+	default:
 		f.next = min(f.next, r.Last.LSN+1) // send from the end of its log
 		f.match = min(f.match, r.Last.LSN)
 	}
@@ -533,6 +653,8 @@ func (n *Node) replicate(now time.Time) {
 			}
 			m.Entries = entries
 		}
+		f.seq++
+		m.Seq = f.seq
 		f.inFlight, f.lastSent = true, now
 		n.send(p, m)
 	}
@@ -547,8 +669,7 @@ func (n *Node) Tick(now time.Time) {
 		n.replicate(now)
 	case Candidate:
 		if now.Sub(n.campaign) >= n.cfg.CampaignTimeout {
-			n.role = Follower
-			n.Campaign(now)
+			n.recampaign(now)
 		} else if n.fetchFrom != "" && !n.fetching {
 			n.fetch(now)
 		}
@@ -557,6 +678,25 @@ func (n *Node) Tick(now time.Time) {
 			n.Campaign(now)
 		}
 	}
+}
+
+// recampaign starts a candidate's campaign over. When no server said it
+// promised a newer epoch, it asks again for the same one (only the
+// requests or their answers were lost: a server cut off from the others
+// does not inflate epochs while it waits, and disrupts nobody when it
+// comes back); otherwise it campaigns with a newer epoch.
+func (n *Node) recampaign(now time.Time) {
+	if n.seenEpoch >= n.promise.Epoch || n.promise.Leader != n.cfg.Self || n.fetchFrom != "" {
+		n.role = Follower
+		n.Campaign(now)
+		return
+	}
+	n.campaign = now
+	n.promises = map[string]PrepareReply{n.cfg.Self: {From: n.cfg.Self, OK: true, Promised: n.promise, Last: n.log.Last()}}
+	for _, p := range n.peers {
+		n.send(p, Prepare{Epoch: n.promise.Epoch, Leader: n.cfg.Self})
+	}
+	n.tryLead(now)
 }
 
 func (n *Node) send(to string, msg any) { n.out = append(n.out, Outgoing{To: to, Msg: msg}) }
