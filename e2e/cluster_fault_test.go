@@ -434,3 +434,46 @@ func historyClockOf(t *testing.T, c *procCluster, channel string, id int64) uint
 	}
 	return proto.Data(msgs[0]).Clock()
 }
+
+// TestClusterKillReference kills -9 the reference: elections, clock sync
+// and serving go on with the last peer list; restarted on its data, its
+// list is whole again within a few seconds.
+func TestClusterKillReference(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes for seconds")
+	}
+	c := startProcCluster(t, nil)
+	b := c.brokerClient()
+	mustWrite(t, b, proto.Login, proto.Data{"user": "ana", "request_id": newRequestID()})
+	c.ref.kill9()
+
+	// Serving goes on.
+	mustWrite(t, b, proto.Channel, proto.Data{"channel": "noref", "request_id": newRequestID()})
+	// So does electing: the coordinator dies, the next takes over.
+	c.kill9(2)
+	c.waitLeader([]int{0, 1}, 1, 5*time.Second)
+	mustWrite(t, b, proto.Publish, proto.Data{"user": "ana", "channel": "noref", "message": "while the reference is down", "request_id": newRequestID()})
+	c.start(2)
+	c.waitLeader([]int{0, 1, 2}, 2, 5*time.Second)
+	// And clock sync: the coordinator still runs Berkeley rounds.
+	c.waitFor(10*time.Second, "a Berkeley round without the reference", func() bool {
+		return strings.Contains(c.servers[2].proc.logTail(200), "Berkeley round")
+	})
+
+	restarted := time.Now()
+	c.ref.start()
+	ref := c.client(c.refEP, time.Second)
+	c.waitFor(10*time.Second, "the reference's list to be whole again", func() bool {
+		d, err := readOK(ref, "list", proto.Data{})
+		if err != nil {
+			return false
+		}
+		l, _ := d["list"].([]any)
+		return len(l) == 3
+	})
+	t.Logf("the restarted reference lists all three servers %v after it started", time.Since(restarted).Round(time.Millisecond))
+	msgs, err := readChannel(b, "noref")
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("history of #noref: %v, %v", msgs, err)
+	}
+}
