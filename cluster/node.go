@@ -74,10 +74,10 @@ type Node struct {
 	alive    []peerInfo        // the reference's last list (the election's peers)
 	bully    *election.Machine // nil until this server knows its rank
 	repl     *replication.Node
-	leading  bool      // the election says this server is the coordinator
-	lastSync time.Time // start of the last Berkeley round
-	syncing  bool      // a Berkeley round is under way
-	requests int       // requests handled since the last Berkeley round
+	leading  bool         // the election says this server is the coordinator
+	lastSync time.Time    // start of the last Berkeley round
+	syncing  bool         // a Berkeley round is under way
+	requests atomic.Int64 // requests handled since the last Berkeley round
 
 	commitMu sync.Mutex
 	commitCh chan struct{} // closed and replaced when the commit LSN grows or the role changes
@@ -648,6 +648,9 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 // Committed waits until the entry at lsn, written by this server while
 // it led, is held by a majority.
 func (n *Node) Committed(ctx context.Context, lsn uint64) error {
+	if n.cfg.Replicas == 1 {
+		return nil // durable here is committed
+	}
 	n.mu.Lock()
 	epoch := n.repl.Epoch()
 	n.mu.Unlock()
@@ -682,8 +685,10 @@ func (n *Node) Handled() {
 	if n.cfg.BerkeleyEvery == 0 {
 		return
 	}
+	if n.requests.Add(1) < int64(n.cfg.BerkeleyEvery) {
+		return
+	}
 	n.mu.Lock()
-	n.requests++
 	due := n.berkeleyDueLocked(time.Now(), true)
 	n.mu.Unlock()
 	if due {
@@ -697,11 +702,12 @@ func (n *Node) berkeleyDueLocked(now time.Time, counted bool) bool {
 	if !n.leading || n.syncing || len(n.peers) == 0 || n.ctx.Err() != nil {
 		return false
 	}
-	byCount := counted && n.cfg.BerkeleyEvery > 0 && n.requests >= n.cfg.BerkeleyEvery && now.Sub(n.lastSync) >= n.cfg.BerkeleyMinGap
+	byCount := counted && n.cfg.BerkeleyEvery > 0 && n.requests.Load() >= int64(n.cfg.BerkeleyEvery) && now.Sub(n.lastSync) >= n.cfg.BerkeleyMinGap
 	if !byCount && now.Sub(n.lastSync) < n.cfg.BerkeleyInterval {
 		return false
 	}
-	n.syncing, n.lastSync, n.requests = true, now, 0
+	n.syncing, n.lastSync = true, now
+	n.requests.Store(0)
 	return true
 }
 
