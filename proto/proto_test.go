@@ -85,7 +85,6 @@ func TestParseRejectsBadInput(t *testing.T) {
 		{"missing message", frame(t, req("publish", map[string]any{"user": "a", "channel": "c"})), "publish", "\"message\" is required"},
 		{"huge message", frame(t, req("publish", map[string]any{"user": "a", "channel": "c", "message": strings.Repeat("x", 5000)})), "publish", "limit is 4096"},
 		{"huge request", make([]byte, lim.MaxRequest+1), ErrorService, "the limit is"},
-		{"limit too big", frame(t, req("history", map[string]any{"channel": "c", "limit": 100000})), "history", "largest allowed"},
 		{"limit wrong type", frame(t, req("history", map[string]any{"channel": "c", "limit": "x"})), "history", "must be an integer"},
 	}
 	for _, c := range cases {
@@ -175,4 +174,43 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("ParseRequest accepted %x as %q; Decode says %q", b, r.Service, env.Service)
 		}
 	})
+}
+
+// Issue 9: a history limit above the largest allowed is capped (as IRC's
+// CHATHISTORY does), not refused; the reply then holds what fits.
+func TestHistoryLimitAboveMaxIsCapped(t *testing.T) {
+	lim := DefaultLimits()
+	for _, n := range []any{lim.MaxHistoryLimit + 1, 100000, int64(1) << 40, float64(1e6)} {
+		r, err := ParseRequest(frame(t, req("history", map[string]any{"channel": "c", "limit": n})), lim)
+		if err != nil {
+			t.Errorf("limit %v: %v", n, err)
+			continue
+		}
+		if r.Limit != lim.MaxHistoryLimit {
+			t.Errorf("limit %v parsed as %d, want the cap %d", n, r.Limit, lim.MaxHistoryLimit)
+		}
+	}
+	// Still refused: a negative limit, and one that is not a number.
+	for _, n := range []any{-1, "x"} {
+		if _, err := ParseRequest(frame(t, req("history", map[string]any{"channel": "c", "limit": n})), lim); err == nil {
+			t.Errorf("limit %v accepted", n)
+		}
+	}
+}
+
+func TestLimitsValidate(t *testing.T) {
+	if err := DefaultLimits().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, edit := range map[string]func(*Limits){
+		"reply too small for one message": func(l *Limits) { l.MaxReply = l.MaxMessage },
+		"default page over the largest":   func(l *Limits) { l.DefaultHistory = l.MaxHistoryLimit + 1 },
+		"empty largest page":              func(l *Limits) { l.MaxHistoryLimit = 0 },
+	} {
+		l := DefaultLimits()
+		edit(&l)
+		if l.Validate() == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
 }

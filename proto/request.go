@@ -221,14 +221,16 @@ func (p *rawParser) optionalInt(key string, v []byte) int64 {
 	return n
 }
 
+// limit reads a history page size: 0 or missing is the default, and a
+// limit over the largest page is capped to it, as IRC's CHATHISTORY does
+// (the reply holds what fits, and says "more": true when there is more).
 func (p *rawParser) limit(v []byte) int {
 	n := p.optionalInt("limit", v)
 	switch {
 	case n == 0:
 		return p.lim.DefaultHistory
-	case n > int64(p.lim.MaxHistoryLimit):
-		p.fail("field \"limit\" is %d, the largest allowed is %d", n, p.lim.MaxHistoryLimit)
-		return 0
+	case p.lim.MaxHistoryLimit > 0 && n > int64(p.lim.MaxHistoryLimit):
+		return p.lim.MaxHistoryLimit
 	}
 	return int(n)
 }

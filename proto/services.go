@@ -26,12 +26,48 @@ type Limits struct {
 	MaxMessage      int // bytes of message text
 	MaxRequest      int // bytes of one request frame
 	DefaultHistory  int // messages a history request returns when it names no limit
-	MaxHistoryLimit int // the largest limit a history request may ask for
+	MaxHistoryLimit int // the largest page a history request gets; a larger limit is capped to it
+	// MaxReply bounds one reply frame to a client service, in bytes: a
+	// history page stops before it (and says "more": true), and so do
+	// the users and channels lists. Every hop a reply crosses (the
+	// broker's back end and front, a client) must accept frames of this
+	// size plus routing; 0 means no bound.
+	MaxReply int
 }
+
+// ReplyOverhead is room a reply needs besides its list of messages or
+// names: the envelope, status, more, timestamp and clock.
+const ReplyOverhead = 256
 
 // DefaultLimits returns the limits used unless configured otherwise.
 func DefaultLimits() Limits {
-	return Limits{MaxName: 64, MaxMessage: 4096, MaxRequest: 64 << 10, DefaultHistory: 50, MaxHistoryLimit: 500}
+	return Limits{MaxName: 64, MaxMessage: 4096, MaxRequest: 64 << 10, DefaultHistory: 50, MaxHistoryLimit: 500, MaxReply: 512 << 10}
+}
+
+// LargestMessage is the most bytes one stored message takes in a history
+// reply: its text, two names of MaxName characters of up to 4 bytes, and
+// the fields around them. 0 when MaxMessage is unbounded.
+func (l Limits) LargestMessage() int {
+	if l.MaxMessage <= 0 {
+		return 0
+	}
+	return l.MaxMessage + 2*4*l.MaxName + 128
+}
+
+// Validate reports limits that cannot work.
+func (l Limits) Validate() error {
+	switch {
+	case l.MaxName < 0 || l.MaxMessage < 0 || l.MaxRequest < 0 || l.MaxReply < 0:
+		return fmt.Errorf("proto: limits must not be negative")
+	case l.MaxHistoryLimit < 1:
+		return fmt.Errorf("proto: the largest history page must hold at least 1 message")
+	case l.DefaultHistory < 1 || l.DefaultHistory > l.MaxHistoryLimit:
+		return fmt.Errorf("proto: the default history page (%d) must be between 1 and the largest (%d)", l.DefaultHistory, l.MaxHistoryLimit)
+	case l.MaxReply > 0 && l.LargestMessage() > 0 && l.MaxReply < ReplyOverhead+l.LargestMessage():
+		return fmt.Errorf("proto: a reply of at most %d bytes cannot hold one message of %d bytes of text; allow at least %d",
+			l.MaxReply, l.MaxMessage, ReplyOverhead+l.LargestMessage())
+	}
+	return nil
 }
 
 // Request is a parsed and validated client request. Only the fields its

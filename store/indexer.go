@@ -3,6 +3,7 @@ package store
 import (
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -54,12 +55,21 @@ func prepare(db *sql.DB) (*statements, error) {
 func (s *engine) indexer() {
 	defer close(s.indexed)
 	defer s.stopWaiting()
+	failed := false
 	for first := range s.toIndex {
 		entries := s.gather(first)
+		if failed {
+			// Nothing more goes into SQLite, or its applied_lsn would
+			// pass the entries that failed: the reopen applies the log
+			// from where SQLite stopped.
+			continue
+		}
 		if err := s.index(entries); err != nil {
-			// SQLite refused what the log holds: reads would go stale.
-			// Writes stop; a restart applies the log again.
-			s.fail(err)
+			// SQLite refused what the log holds (a full disk): reads
+			// would go stale, so they fail instead, and writes stop
+			// until the store has reopened itself.
+			failed = true
+			s.fail(fmt.Errorf("store: SQLite: %w", s.sqlErr(err)))
 			s.stopWaiting()
 			continue
 		}
@@ -93,6 +103,11 @@ func (s *engine) gather(first []*entry) []*entry {
 
 // index applies entries in one transaction.
 func (s *engine) index(entries []*entry) error {
+	if h := s.cfg.hooks; h != nil && h.indexErr != nil {
+		if err := h.indexErr(); err != nil {
+			return err
+		}
+	}
 	tx, err := s.wdb.Begin()
 	if err != nil {
 		return err
@@ -136,7 +151,11 @@ func (s *engine) index(entries []*entry) error {
 		}
 		s.lastPrune = now
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.event("index")
+	return nil
 }
 
 // setIndexed records that everything up to lsn is in SQLite and wakes the
@@ -158,13 +177,22 @@ func (s *engine) stopWaiting() {
 }
 
 // waitIndexed blocks until SQLite holds everything acknowledged so far.
-func (s *engine) waitIndexed() {
+// It fails when the indexer has stopped short of that (it failed): a read
+// of SQLite would miss acknowledged changes.
+func (s *engine) waitIndexed() error {
 	target := s.ackedLSN.Load()
 	s.indexMu.Lock()
 	defer s.indexMu.Unlock()
 	for s.indexedLSN < target && !s.indexDone {
 		s.indexCond.Wait()
 	}
+	if s.indexedLSN < target {
+		if err := s.failure(); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: SQLite lacks acknowledged entries", ErrUnavailable)
+	}
+	return nil
 }
 
 // dropIndexedSegments deletes the log segments whose entries are all in
@@ -192,7 +220,11 @@ func (s *engine) dropIndexedSegments(lsn uint64) {
 func (s *engine) syncSQLite() error {
 	f, err := os.Open(s.cfg.Path + "-wal")
 	if errors.Is(err, os.ErrNotExist) {
-		return syncFile(s.cfg.Path) // checkpointed and removed: the main file holds it all
+		if err := syncFile(s.cfg.Path); err != nil { // checkpointed and removed: the main file holds it all
+			return err
+		}
+		s.event("sync sqlite")
+		return nil
 	}
 	if err != nil {
 		return err
@@ -201,7 +233,11 @@ func (s *engine) syncSQLite() error {
 	if err := f.Sync(); err != nil {
 		return err
 	}
-	return syncFile(s.cfg.Path)
+	if err := syncFile(s.cfg.Path); err != nil {
+		return err
+	}
+	s.event("sync sqlite")
+	return nil
 }
 
 func syncFile(path string) error {

@@ -109,8 +109,8 @@ func (s *engine) fromTail(after uint64, max int) ([]*entry, bool) {
 // entriesAfter returns up to max durable entries after lsn, in order, and
 // at most about maxBytes of them (always at least one when there is one).
 func (s *engine) entriesAfter(ctx context.Context, after uint64, max, maxBytes int) ([]Entry, error) {
-	if s.isClosed() {
-		return nil, ErrClosed
+	if err := s.readErr(); err != nil {
+		return nil, err
 	}
 	acked := s.ackedLSN.Load()
 	if after >= acked || max <= 0 {
@@ -134,25 +134,27 @@ func (s *engine) entriesAfter(ctx context.Context, after uint64, max, maxBytes i
 		}
 		return out, nil
 	}
-	s.waitIndexed()
+	if err := s.waitIndexed(); err != nil {
+		return nil, err
+	}
 	rows, err := s.rdb.QueryContext(ctx, "SELECT lsn, epoch, entry FROM log WHERE lsn > ? AND lsn <= ? ORDER BY lsn LIMIT ?",
 		int64(after), int64(acked), max)
 	if err != nil {
-		return nil, err
+		return nil, s.sqlErr(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var lsn, epoch int64
 		var data []byte
 		if err := rows.Scan(&lsn, &epoch, &data); err != nil {
-			return nil, err
+			return nil, s.sqlErr(err)
 		}
 		if !add(uint64(lsn), uint64(epoch), data) {
 			break
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, s.sqlErr(err)
 	}
 	if len(out) == 0 || out[0].LSN != after+1 {
 		// Entries up to acked are all in SQLite (waitIndexed), so none
@@ -175,11 +177,16 @@ func (s *engine) epochAt(ctx context.Context, lsn uint64) (uint64, bool, error) 
 	if tail, ok := s.fromTail(lsn-1, 1); ok && len(tail) == 1 {
 		return tail[0].Epoch, true, nil
 	}
-	s.waitIndexed()
+	if err := s.readErr(); err != nil {
+		return 0, false, err
+	}
+	if err := s.waitIndexed(); err != nil {
+		return 0, false, err
+	}
 	var epoch int64
 	err := s.rdb.QueryRowContext(ctx, "SELECT epoch FROM log WHERE lsn = ?", int64(lsn)).Scan(&epoch)
 	if err != nil {
-		return 0, false, err
+		return 0, false, s.sqlErr(err)
 	}
 	return uint64(epoch), true, nil
 }

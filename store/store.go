@@ -21,6 +21,16 @@
 // serialised exactly. The sets of users and channels are kept in memory,
 // so HasUser, HasChannel, Users and Channels never touch SQL.
 //
+// Disk faults. After a failed write or fsync (a full disk), the store
+// accepts no writes (ErrUnavailable) and reopens itself every
+// Config.RetryInterval, reading the log back so that only what is truly on
+// disk counts, until that works; reads go on meanwhile. Open refuses
+// damaged files with a *CorruptError (ErrCorrupt): a change log damaged in
+// its middle (a torn last entry, as a crash leaves it, is accepted) or a
+// SQLite file that fails quick_check; OpenTruncated and OpenRebuilt are
+// the ways out, replication copying what they could not keep (damage.go).
+// Open also says so when the data directory is not writable.
+//
 // Why not write to SQLite directly: measured on this project's 2-core
 // machine, SQLite's per-transaction work in the one writer goroutine capped
 // durable publishes at about 40% of a bare echo server; the log brings the
@@ -59,6 +69,16 @@ var (
 	// ErrGap is returned by Append when the entries do not follow the
 	// log's last entry.
 	ErrGap = errors.New("store: entries do not follow the log")
+	// ErrCorrupt is wrapped by the errors that report damaged files: a
+	// *CorruptError, from Open (see damage.go) or from a read.
+	ErrCorrupt = errors.New("store: damaged files")
+	// ErrUnavailable is wrapped by the errors of writes (and of the reads
+	// that would be stale) after a write to the disk failed: the store
+	// then reopens itself, every Config.RetryInterval, until that works
+	// (the disk has room again). Nothing the caller was told is durable is
+	// lost; a change that got this error may or may not have been applied
+	// (its request key tells).
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // Config configures a Store.
@@ -78,6 +98,39 @@ type Config struct {
 	// TailEntries is how many of the newest durable entries are kept in
 	// memory for replication (default 65536); older ones are read from SQLite.
 	TailEntries int
+	// RetryInterval is how long after a failed write or fsync the store
+	// tries to reopen itself, and again after each failed try (default 1s).
+	RetryInterval time.Duration
+	// NoIntegrityCheck skips SQLite's quick_check at Open (about 2 ms per
+	// MB of database, see damage.go).
+	NoIntegrityCheck bool
+
+	hooks *testHooks // tests only
+}
+
+// testHooks let tests watch the order of the store's disk operations.
+type testHooks struct {
+	event    func(what string) // "index" (a transaction committed), "sync sqlite", "remove SEGMENT"
+	indexErr func() error      // called before each SQLite transaction of the indexer; an error fails it
+	writeErr func() error      // called before each write to the log; an error fails it
+	syncErr  func() error      // called after each fsync of the log; an error fails it
+}
+
+// hookErr returns the error of a test hook (nil without one).
+func (s *engine) hookErr(pick func(*testHooks) func() error) error {
+	if h := s.cfg.hooks; h != nil {
+		if f := pick(h); f != nil {
+			return f()
+		}
+	}
+	return nil
+}
+
+// event reports a disk operation to the test hooks, if any.
+func (s *engine) event(what string) {
+	if h := s.cfg.hooks; h != nil && h.event != nil {
+		h.event(what)
+	}
 }
 
 // Default values of Config fields left at zero.
@@ -90,12 +143,14 @@ const (
 	DefaultSyncInterval  = 200 * time.Microsecond
 	DefaultKeyGrace      = time.Minute
 	DefaultTailEntries   = 1 << 16
+	DefaultRetryInterval = time.Second
 )
 
 // DefaultConfig returns the default configuration for the file at path.
 func DefaultConfig(path string) Config {
 	return Config{Path: path, MaxBatch: DefaultMaxBatch, RequestKeyTTL: DefaultRequestKeyTTL,
-		SegmentSize: DefaultSegmentSize, IndexBatch: DefaultIndexBatch, IndexLinger: DefaultIndexLinger, KeyGrace: DefaultKeyGrace, SyncInterval: DefaultSyncInterval}
+		SegmentSize: DefaultSegmentSize, IndexBatch: DefaultIndexBatch, IndexLinger: DefaultIndexLinger, KeyGrace: DefaultKeyGrace, SyncInterval: DefaultSyncInterval,
+		RetryInterval: DefaultRetryInterval}
 }
 
 // Validate reports whether c is usable. Zero MaxBatch and RequestKeyTTL are
@@ -108,8 +163,8 @@ func (c Config) Validate() error {
 		return errors.New("store: config: MaxBatch must not be negative")
 	case c.RequestKeyTTL < 0:
 		return errors.New("store: config: RequestKeyTTL must not be negative")
-	case c.SegmentSize < 0 || c.IndexBatch < 0 || c.IndexLinger < 0 || c.KeyGrace < 0:
-		return errors.New("store: config: SegmentSize, IndexBatch, IndexLinger and KeyGrace must not be negative")
+	case c.SegmentSize < 0 || c.IndexBatch < 0 || c.IndexLinger < 0 || c.KeyGrace < 0 || c.RetryInterval < 0:
+		return errors.New("store: config: SegmentSize, IndexBatch, IndexLinger, KeyGrace and RetryInterval must not be negative")
 	}
 	return nil
 }
@@ -139,6 +194,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TailEntries <= 0 {
 		c.TailEntries = DefaultTailEntries
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = DefaultRetryInterval
 	}
 	return c
 }
@@ -271,9 +329,10 @@ type Stats struct {
 	Changes int64 // changes acknowledged (including failed checks)
 }
 
-// Store is the durable store of one chat server. It is safe for concurrent use.
+// engine is a Store's working part, from one Open to its Close (handle.go).
 type engine struct {
 	cfg   Config
+	opts  openOptions
 	wdb   *sql.DB     // the indexer's connection to SQLite
 	stmts *statements // the indexer's prepared statements
 	rdb   *sql.DB     // the read-only pool
@@ -286,8 +345,9 @@ type engine struct {
 
 	// closeMu makes Close and the enqueueing in Apply exclusive, so that
 	// once Close has set closed no change enters the queue.
-	closeMu sync.RWMutex
-	closed  bool
+	closeMu     sync.RWMutex
+	closed      bool // no more changes: the writer, syncer and indexer stop (stopWriting)
+	readsClosed bool // no more reads: the read pool is closed (Close)
 
 	// The writer's own state: only the writer goroutine touches it.
 	logDir      string
@@ -339,16 +399,26 @@ type engine struct {
 	testHookBatch atomic.Pointer[func()] // called by the writer before each batch (tests only)
 }
 
-// Open opens (or creates) the store at cfg.Path, applies to SQLite what the
-// change log holds beyond it, loads the users and channels, and starts the
-// writer, syncer and indexer goroutines.
-func openEngine(cfg Config) (*engine, error) {
+// openOptions are how the Store opens an engine.
+type openOptions struct {
+	onFail   func() // called once when a write or fsync fails (not from a lock of the engine)
+	dropFrom uint64 // when not 0, the log entries from this LSN on are dropped (OpenTruncated)
+}
+
+// openEngine opens (or creates) the store at cfg.Path, applies to SQLite
+// what the change log holds beyond it, loads the users and channels, and
+// starts the writer, syncer and indexer goroutines.
+func openEngine(cfg Config, opts openOptions) (*engine, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkWritable(cfg.Path); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
 	s := &engine{
 		cfg:      cfg,
+		opts:     opts,
 		stop:     make(chan struct{}),
 		queue:    make(chan *request, cfg.MaxBatch),
 		toSync:   make(chan syncBatch, 4),
@@ -362,12 +432,12 @@ func openEngine(cfg Config) (*engine, error) {
 	}
 	s.indexCond = sync.NewCond(&s.indexMu)
 	if err := s.openSQLite(); err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", cfg.Path, err)
+		return nil, s.openErr("open", err)
 	}
 	if err := s.recover(); err != nil {
 		s.wdb.Close()
 		s.rdb.Close()
-		return nil, fmt.Errorf("store: recover %s: %w", cfg.Path, err)
+		return nil, s.openErr("recover", err)
 	}
 	go s.run()
 	go s.syncer()
@@ -375,13 +445,29 @@ func openEngine(cfg Config) (*engine, error) {
 	return s, nil
 }
 
-// openSQLite opens the indexer's connection and the read pool.
+// openErr is the error of Open for err, met while doing what.
+func (s *engine) openErr(what string, err error) error {
+	var ce *CorruptError
+	if err = s.sqlErr(err); errors.As(err, &ce) {
+		return err // it names the file
+	}
+	return fmt.Errorf("store: %s %s: %w", what, s.cfg.Path, err)
+}
+
+// openSQLite opens the indexer's connection and the read pool, after
+// checking the integrity of the file.
 func (s *engine) openSQLite() error {
 	wdb, err := sql.Open("sqlite", dsn(s.cfg.Path, false))
 	if err != nil {
 		return err
 	}
 	wdb.SetMaxOpenConns(1) // one writer
+	if !s.cfg.NoIntegrityCheck {
+		if err := quickCheck(wdb, s.cfg.Path); err != nil {
+			wdb.Close()
+			return err
+		}
+	}
 	if _, err := wdb.Exec(schema); err != nil {
 		wdb.Close()
 		return err
@@ -403,7 +489,8 @@ func (s *engine) openSQLite() error {
 }
 
 // recover applies the log entries SQLite lacks, deletes the log, loads the
-// in-memory state and starts a fresh log segment.
+// in-memory state and starts a fresh log segment. A log damaged where
+// SQLite lacks its entries is a *CorruptError (see replayLog).
 func (s *engine) recover() error {
 	if err := os.MkdirAll(s.logDir, 0o755); err != nil {
 		return err
@@ -412,7 +499,9 @@ func (s *engine) recover() error {
 	if err := s.wdb.QueryRow("SELECT coalesce((SELECT value FROM meta WHERE key = 'applied_lsn'), 0)").Scan(&applied); err != nil {
 		return err
 	}
-	s.lastLSN = uint64(applied)
+	if drop := s.opts.dropFrom; drop > 0 && uint64(applied) >= drop {
+		return fmt.Errorf("store: SQLite holds entry %d, which is to be dropped", drop)
+	}
 	firsts, err := segments(s.logDir)
 	if err != nil {
 		return err
@@ -426,27 +515,35 @@ func (s *engine) recover() error {
 		pending = pending[:0]
 		return err
 	}
-	for _, first := range firsts {
-		err := readSegment(filepath.Join(s.logDir, segmentName(first)), func(e *entry) error {
-			if e.LSN <= s.lastLSN {
-				return nil // in SQLite already
-			}
-			s.lastLSN = e.LSN
-			if pending = append(pending, e); len(pending) >= s.cfg.IndexBatch {
-				return flush()
-			}
-			return nil
-		})
-		if err != nil {
-			return err
+	s.lastLSN, err = replayLog(s.logDir, firsts, uint64(applied), s.opts.dropFrom, func(e *entry) error {
+		if pending = append(pending, e); len(pending) >= s.cfg.IndexBatch {
+			return flush()
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if err := flush(); err != nil {
 		return err
 	}
-	for _, first := range firsts { // all of it is in SQLite now
-		if err := os.Remove(filepath.Join(s.logDir, segmentName(first))); err != nil {
+	if len(firsts) > 0 {
+		// All of the log is in SQLite now, but SQLite's commits do not
+		// fsync (see dsn): make them durable before the log goes.
+		if err := s.syncSQLite(); err != nil {
 			return err
+		}
+		if s.opts.dropFrom > 0 { // keep the dropped entries for a post-mortem
+			if err := s.setLogAside(firsts); err != nil {
+				return err
+			}
+		} else {
+			for _, first := range firsts {
+				s.event("remove " + segmentName(first))
+				if err := os.Remove(filepath.Join(s.logDir, segmentName(first))); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	if err := s.load(); err != nil {
@@ -467,6 +564,25 @@ func (s *engine) recover() error {
 	}
 	s.segFirsts = []uint64{s.lastLSN + 1}
 	return nil
+}
+
+// setLogAside moves the log segments into Path + ".damaged", replacing an
+// older copy.
+func (s *engine) setLogAside(firsts []uint64) error {
+	dir := filepath.Join(s.cfg.Path+".damaged", baseName(s.cfg.Path)+"-log")
+	if err := os.RemoveAll(s.cfg.Path + ".damaged"); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, first := range firsts {
+		s.event("remove " + segmentName(first))
+		if err := os.Rename(filepath.Join(s.logDir, segmentName(first)), filepath.Join(dir, segmentName(first))); err != nil {
+			return err
+		}
+	}
+	return syncDir(s.logDir)
 }
 
 // dsn returns the driver's data source name for the file at path.
@@ -524,6 +640,27 @@ func (s *engine) load() error {
 // indexed, deletes the log (SQLite holds all of it) and closes the
 // database. Apply called after Close returns ErrClosed.
 func (s *engine) Close() error {
+	err := s.stopWriting()
+	s.closeMu.Lock()
+	done := s.readsClosed
+	s.readsClosed = true
+	s.closeMu.Unlock()
+	if done {
+		return ErrClosed
+	}
+	if errors.Is(err, ErrClosed) {
+		err = nil // stopped before (see Store.reopen)
+	}
+	s.wakeForGood()
+	return errors.Join(err, s.rdb.Close())
+}
+
+// stopWriting is the first half of Close: the writer, then the syncer,
+// then the indexer finish what is queued and return, the log is deleted
+// if SQLite holds all of it, and the indexer's connection is closed. Reads
+// go on (from what SQLite holds) until Close. It returns ErrClosed when
+// called again.
+func (s *engine) stopWriting() error {
 	s.closeMu.Lock()
 	if s.closed {
 		s.closeMu.Unlock()
@@ -534,23 +671,29 @@ func (s *engine) Close() error {
 
 	close(s.stop)
 	<-s.indexed // the writer, then the syncer, then the indexer have returned
-	s.wakeForGood()
 	errs := []error{s.seg.Close()}
 	if s.failure() == nil && s.syncSQLite() == nil {
 		s.segMu.Lock()
 		for _, first := range s.segFirsts {
+			s.event("remove " + segmentName(first))
 			errs = append(errs, os.Remove(filepath.Join(s.logDir, segmentName(first))))
 		}
 		s.segMu.Unlock()
 	}
-	return errors.Join(append(errs, s.wdb.Close(), s.rdb.Close())...)
+	return errors.Join(append(errs, s.wdb.Close())...)
 }
 
-// isClosed reports whether Close has been called.
-func (s *engine) isClosed() bool {
+// readErr is the error of a read now: nil while the read pool is open.
+func (s *engine) readErr() error {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
-	return s.closed
+	if !s.readsClosed {
+		return nil
+	}
+	if err := s.failure(); err != nil {
+		return err
+	}
+	return ErrClosed
 }
 
 // Apply queues ch, waits until it is committed to disk, and returns the message ID (0 for non-messages).
@@ -576,6 +719,9 @@ func (s *engine) submit(ctx context.Context, ch Change) (int64, uint64, error) {
 // enqueue hands r to the writer and waits for its outcome.
 func (s *engine) enqueue(ctx context.Context, r *request) (int64, uint64, error) {
 	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	if err := s.failure(); err != nil {
 		return 0, 0, err
 	}
 
@@ -606,7 +752,7 @@ func (s *engine) enqueue(ctx context.Context, r *request) (int64, uint64, error)
 // Replay returns the reply stored under a request key, if the key was
 // applied within the last Config.RequestKeyTTL.
 func (s *engine) Replay(key string) (reply []byte, ok bool) {
-	if s.isClosed() {
+	if s.readErr() != nil {
 		return nil, false
 	}
 	if reply, ok := s.durableKey(key); ok {
@@ -691,10 +837,12 @@ type HistoryQuery struct {
 
 // History returns matching messages oldest first (the newest Limit of them before Before).
 func (s *engine) History(ctx context.Context, q HistoryQuery) ([]Message, error) {
-	if s.isClosed() {
-		return nil, ErrClosed
+	if err := s.readErr(); err != nil {
+		return nil, err
 	}
-	s.waitIndexed()
+	if err := s.waitIndexed(); err != nil {
+		return nil, err
+	}
 	limit := q.Limit
 	if limit <= 0 {
 		limit = DefaultHistoryLimit
@@ -722,7 +870,7 @@ func (s *engine) History(ctx context.Context, q HistoryQuery) ([]Message, error)
 		return nil, errors.New("store: history needs either Channel or both User and Peer")
 	}
 	if err != nil {
-		return nil, err
+		return nil, s.sqlErr(err)
 	}
 	defer rows.Close()
 
@@ -731,14 +879,14 @@ func (s *engine) History(ctx context.Context, q HistoryQuery) ([]Message, error)
 		var m Message
 		var ms, clock int64
 		if err := rows.Scan(&m.ID, &m.Kind, &m.Channel, &m.From, &m.To, &m.Text, &ms, &clock); err != nil {
-			return nil, err
+			return nil, s.sqlErr(err)
 		}
 		m.Timestamp = fromMillis(ms)
 		m.Clock = uint64(clock)
 		msgs = append(msgs, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, s.sqlErr(err)
 	}
 	slices.Reverse(msgs) // newest first from SQL, oldest first for the caller
 	return msgs, nil
@@ -746,31 +894,33 @@ func (s *engine) History(ctx context.Context, q HistoryQuery) ([]Message, error)
 
 // Logins returns every login of user, oldest first.
 func (s *engine) Logins(ctx context.Context, user string) ([]Login, error) {
-	if s.isClosed() {
-		return nil, ErrClosed
+	if err := s.readErr(); err != nil {
+		return nil, err
 	}
-	s.waitIndexed()
+	if err := s.waitIndexed(); err != nil {
+		return nil, err
+	}
 	rows, err := s.rdb.QueryContext(ctx, "SELECT ts_ms FROM logins WHERE user = ? ORDER BY id", user)
 	if err != nil {
-		return nil, err
+		return nil, s.sqlErr(err)
 	}
 	defer rows.Close()
 	var logins []Login
 	for rows.Next() {
 		var ms int64
 		if err := rows.Scan(&ms); err != nil {
-			return nil, err
+			return nil, s.sqlErr(err)
 		}
 		logins = append(logins, Login{User: user, Timestamp: fromMillis(ms)})
 	}
-	return logins, rows.Err()
+	return logins, s.sqlErr(rows.Err())
 }
 
 // Count returns the number of stored messages. It is kept in memory, so it
 // costs nothing; ctx is unused.
 func (s *engine) Count(ctx context.Context) (int64, error) {
-	if s.isClosed() {
-		return 0, ErrClosed
+	if err := s.readErr(); err != nil {
+		return 0, err
 	}
 	return s.messages.Load(), nil
 }

@@ -19,6 +19,8 @@ import (
 // entry is in its log table) and starts them again; calls made meanwhile
 // wait.
 func (s *Store) TruncateAfter(lsn uint64) error {
+	s.admin.Lock()
+	defer s.admin.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
@@ -27,29 +29,36 @@ func (s *Store) TruncateAfter(lsn uint64) error {
 	if last, _ := s.e.last(); lsn >= last {
 		return nil
 	}
-	cfg, epoch := s.e.cfg, s.e.epoch.Load()
-	if err := s.e.Close(); err != nil {
-		return s.reopenAfter(cfg, epoch, fmt.Errorf("store: truncate: %w", err))
+	cfg := s.e.cfg
+	if err := s.e.Close(); err != nil && !errors.Is(err, ErrClosed) {
+		return s.reopenAfter(cfg, fmt.Errorf("store: truncate: %w", err))
 	}
 	if firsts, err := segments(cfg.Path + "-log"); err != nil || len(firsts) > 0 {
-		// Close keeps the change log only when SQLite may lack some of it.
-		return s.reopenAfter(cfg, epoch, errors.New("store: truncate: the change log is not all in SQLite"))
+		// Close keeps the change log only when SQLite may lack some of
+		// it (the engine had failed): an engine opened and closed again
+		// applies it.
+		if err := applyLog(cfg); err != nil {
+			return s.reopenAfter(cfg, fmt.Errorf("store: truncate: %w", err))
+		}
 	}
 	err := undoAfter(cfg.Path, lsn)
-	return s.reopenAfter(cfg, epoch, err)
+	return s.reopenAfter(cfg, err)
 }
 
-// reopenAfter opens the engine again after a truncation and returns err
-// (or the failure to open).
-func (s *Store) reopenAfter(cfg Config, epoch uint64, err error) error {
-	e, oerr := openEngine(cfg)
-	if oerr != nil {
-		s.closed.Store(true)
-		return errors.Join(err, fmt.Errorf("store: reopen after truncate: %w", oerr))
+// applyLog puts into SQLite what the change log of the store holds beyond
+// it, and deletes the log.
+func applyLog(cfg Config) error {
+	e, err := openEngine(cfg, openOptions{})
+	if err != nil {
+		return err
 	}
-	e.epoch.Store(epoch)
-	s.e = e
-	return err
+	if err := e.Close(); err != nil {
+		return err
+	}
+	if firsts, err := segments(cfg.Path + "-log"); err != nil || len(firsts) > 0 {
+		return errors.New("the change log is not all in SQLite")
+	}
+	return nil
 }
 
 // undoAfter removes, in one durable transaction, the log entries after

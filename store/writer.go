@@ -109,6 +109,15 @@ func (s *engine) appendBatch(reqs []*request) {
 	if len(reqs) == 0 {
 		return
 	}
+	if err := s.failure(); err != nil {
+		// Out of service: refuse without checking (a check would
+		// remember a request key that is never written).
+		for _, r := range reqs {
+			r.id, r.err = 0, err
+			close(r.done)
+		}
+		return
+	}
 	b := syncBatch{reqs: reqs, file: s.seg, effects: effects{users: map[string]bool{}, channels: map[string]bool{}}}
 	now := time.Now()
 	buf := s.buf[:0]
@@ -141,7 +150,11 @@ func (s *engine) appendBatch(reqs []*request) {
 			s.rotate()
 			b.file = s.seg
 		}
-		if _, err := s.seg.WriteAt(buf, s.segSize); err != nil {
+		if s.failure() != nil {
+			// no new segment: nothing is written
+		} else if err := s.hookErr(func(h *testHooks) func() error { return h.writeErr }); err != nil {
+			s.fail(fmt.Errorf("store: write to the change log failed: %w", err))
+		} else if _, err := s.seg.WriteAt(buf, s.segSize); err != nil {
 			s.fail(fmt.Errorf("store: write to the change log failed: %w", err))
 		}
 		s.segSize += int64(len(buf))
@@ -275,6 +288,11 @@ func (s *engine) rotate() {
 func (s *engine) syncer() {
 	defer close(s.toIndex)
 	var lastSync time.Time
+	// failed is set once an fsync has failed: then nothing more is
+	// acknowledged, since the pages that fsync should have written may
+	// never reach the disk (Linux marks them clean anyway), and a later
+	// fsync that succeeds would leave a hole before what it acknowledges.
+	var failed error
 	for first := range s.toSync {
 		batches := []syncBatch{first}
 		// Let more batches join this fsync until SyncInterval has passed
@@ -294,14 +312,19 @@ func (s *engine) syncer() {
 		}
 		wait.Stop()
 		lastSync = time.Now()
-		var err error
+		err := failed
 		synced := map[*os.File]bool{}
 		for _, b := range batches {
-			if b.file != nil && len(b.entries) > 0 && !synced[b.file] {
+			if err == nil && b.file != nil && len(b.entries) > 0 && !synced[b.file] {
 				synced[b.file] = true
-				if e := syncData(b.file); e != nil && err == nil {
-					err = fmt.Errorf("store: fsync of the change log failed: %w", e)
-					s.fail(err)
+				e := syncData(b.file)
+				if e == nil {
+					e = s.hookErr(func(h *testHooks) func() error { return h.syncErr })
+				}
+				if e != nil {
+					s.fail(fmt.Errorf("store: fsync of the change log failed: %w", e))
+					err = s.failure()
+					failed = err
 				}
 			}
 		}
@@ -353,17 +376,21 @@ func (s *engine) acknowledge(b syncBatch, err error) {
 	}
 }
 
-// fail puts the store out of service for writes: after a failed write or
+// fail puts the engine out of service for writes: after a failed write or
 // fsync nobody can tell what is on disk, so every later Apply fails until
-// the store is opened again (which reads the log back).
+// the store is opened again, which reads the log back and so counts only
+// what is truly there. The Store does that itself (opts.onFail, see
+// Store.repair).
 func (s *engine) fail(err error) {
-	s.broken.CompareAndSwap(nil, &err)
+	if s.broken.CompareAndSwap(nil, &err) && s.opts.onFail != nil {
+		s.opts.onFail()
+	}
 }
 
-// failure returns the error that put the store out of service, if any.
+// failure returns the error that put the engine out of service, if any.
 func (s *engine) failure() error {
 	if p := s.broken.Load(); p != nil {
-		return fmt.Errorf("%w; the store accepts no more writes until it is restarted", *p)
+		return fmt.Errorf("%w (%w; the store reopens itself every %v until that works)", ErrUnavailable, *p, s.cfg.RetryInterval)
 	}
 	return nil
 }

@@ -2,8 +2,11 @@
 // halves:
 //
 //   - a request router: clients' REQ sockets connect to the front ROUTER,
-//     servers' DEALERs connect to the back ROUTER, and each request goes to
-//     the next live server in round-robin order (router.go, table.go);
+//     servers' DEALERs (ours) and REPs (the standard's) connect to the back
+//     ROUTER, and each request goes to the next live server in round-robin
+//     order (router.go, table.go). The back end watches its connections
+//     (peers.go): a server whose connection closes, or that says goodbye,
+//     is taken out at once; the heartbeat timeout is for silent deaths;
 //   - a pub/sub proxy: servers publish into pub-in, clients subscribe on
 //     pub-out, topics filtered by prefix as ZeroMQ does. Pub-in is a
 //     transport.Collector (a bound SUB subscribed to everything) that hands
@@ -19,6 +22,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -27,6 +31,7 @@ import (
 
 	"chat/clock"
 	"chat/logging"
+	"chat/proto"
 	"chat/ratelimit"
 	"chat/transport"
 )
@@ -42,6 +47,28 @@ type Config struct {
 	ServerTimeout     time.Duration    // silence after which a server gets no more requests
 	RequestTimeout    time.Duration    // wait after which a request is answered with an error
 	RateLimit         ratelimit.Config // requests per second per client
+
+	// PeerCheckInterval is how often the back end's connections are
+	// checked: a server whose connection closed is taken out, a REP
+	// server that connected is added (0: 50 ms).
+	PeerCheckInterval time.Duration
+	// MaxReply is the largest reply servers send (their
+	// proto.Limits.MaxReply; 0: the default, 512 KiB). The transport must
+	// accept frames that large, or a legitimate reply would cut a server
+	// off: Validate checks it.
+	MaxReply int
+}
+
+// withDefaults fills in the fields whose zero value means the default.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.PeerCheckInterval == 0 {
+		c.PeerCheckInterval = d.PeerCheckInterval
+	}
+	if c.MaxReply == 0 {
+		c.MaxReply = d.MaxReply
+	}
+	return c
 }
 
 // DefaultConfig returns the well-known ports of the standard.
@@ -55,11 +82,14 @@ func DefaultConfig() Config {
 		ServerTimeout:     3 * time.Second,
 		RequestTimeout:    10 * time.Second,
 		RateLimit:         ratelimit.DefaultConfig(),
+		PeerCheckInterval: 50 * time.Millisecond,
+		MaxReply:          proto.DefaultLimits().MaxReply,
 	}
 }
 
 // Validate reports a config that cannot work.
 func (c Config) Validate() error {
+	c = c.withDefaults()
 	switch {
 	case c.Front == "" || c.Back == "" || c.PubIn == "" || c.PubOut == "":
 		return errors.New("broker: the four endpoints (--front, --back, --pub-in, --pub-out) are required")
@@ -67,6 +97,13 @@ func (c Config) Validate() error {
 		return errors.New("broker: server timeout must be longer than the heartbeat interval")
 	case c.RequestTimeout <= 0:
 		return errors.New("broker: request timeout must be positive")
+	case c.PeerCheckInterval < 0 || c.PeerCheckInterval >= c.ServerTimeout:
+		return errors.New("broker: the peer check interval must be positive and shorter than the server timeout")
+	case c.MaxReply < 0:
+		return errors.New("broker: the largest reply must not be negative")
+	case int64(c.MaxReply) > transport.CurrentGuardConfig().MaxFrame:
+		return fmt.Errorf("broker: servers may send replies of %d bytes, but the transport accepts frames of at most %d: a legitimate reply would cut its server off",
+			c.MaxReply, transport.CurrentGuardConfig().MaxFrame)
 	}
 	return c.RateLimit.Validate()
 }
@@ -78,6 +115,7 @@ type Broker struct {
 	lamport *clock.Lamport
 
 	front, back zmq4.Socket
+	peers       *backPeers
 	pubIn       *transport.Collector
 	pubOut      *transport.Fanout
 	router      *router
@@ -91,24 +129,28 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	lamport := &clock.Lamport{}
 	log = logging.WithClock(log, lamport).With("role", "broker")
-	ctx, cancel := context.WithCancel(ctx)
-	b := &Broker{cfg: cfg, log: log, lamport: lamport, cancel: cancel}
+	// Close alone stops the broker: servers stopping after the caller's
+	// ctx ended (SIGTERM in `chat up`) still get their goodbye answered.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	b := &Broker{cfg: cfg, log: log, lamport: lamport, cancel: cancel, peers: &backPeers{}}
 
 	binds := []struct {
 		sock *zmq4.Socket
 		new  func(context.Context, ...zmq4.Option) zmq4.Socket
 		ep   string
+		opts []zmq4.Option
 	}{
-		{&b.front, zmq4.NewRouter, cfg.Front},
-		{&b.back, zmq4.NewRouter, cfg.Back},
+		{&b.front, zmq4.NewRouter, cfg.Front, nil},
+		{&b.back, zmq4.NewRouter, cfg.Back, []zmq4.Option{zmq4.WithSecurity(b.peers)}},
 	}
 	for _, bind := range binds {
-		s, err := transport.ListenSocket(ctx, bind.new, bind.ep)
+		s, err := transport.ListenSocket(ctx, bind.new, bind.ep, bind.opts...)
 		if err != nil {
 			b.closeSockets()
 			cancel()
@@ -126,7 +168,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 		return nil, err
 	}
 
-	b.router = newRouter(cfg, log, lamport, b.front, b.back)
+	b.router = newRouter(cfg, log, lamport, b.front, b.back, b.peers)
 	b.wg.Go(func() { b.router.run(ctx) })
 	log.Info("broker started", "front", b.FrontAddr(), "back", b.BackAddr(), "pub_in", b.PubInAddr(), "pub_out", b.PubOutAddr())
 	return b, nil

@@ -103,7 +103,11 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer, log *slog
 			if !ok {
 				return nil
 			}
-			cmd, err := parseCommand(line)
+			if line.tooLong > 0 {
+				s.notice("line not used: it is %d bytes, the limit is %d bytes", line.tooLong, maxLine)
+				continue
+			}
+			cmd, err := parseCommand(line.text)
 			switch {
 			case err != nil:
 				s.notice("%v", err)
@@ -116,26 +120,84 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer, log *slog
 	}
 }
 
+// maxLine is the longest input line taken, in bytes (without its end of
+// line): the largest request frame of the standard. A longer line is
+// refused, with a notice, and the lines after it are read as usual.
+const maxLine = 64 << 10
+
+// inputLine is one line of input, or the length of one too long to take.
+type inputLine struct {
+	text    string
+	tooLong int // > 0: the line had this many bytes, over maxLine; text is empty
+}
+
 // readLines sends the lines of in on the returned channel and closes it at
 // EOF. Its goroutine ends at EOF or when ctx ends, except while it is
 // blocked in in.Read: a read of a terminal cannot be interrupted, so then
 // it ends at the next line or EOF, touching nothing else. Run therefore
 // does not wait for it.
-func readLines(ctx context.Context, in io.Reader, log *slog.Logger) <-chan string {
-	lines := make(chan string)
+func readLines(ctx context.Context, in io.Reader, log *slog.Logger) <-chan inputLine {
+	lines := make(chan inputLine)
 	go func() {
 		defer close(lines)
-		sc := bufio.NewScanner(in)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			case <-ctx.Done():
+		r := bufio.NewReaderSize(in, 64<<10)
+		for {
+			line, err := readLine(r, maxLine)
+			if err == nil || line.text != "" || line.tooLong > 0 {
+				select {
+				case lines <- line:
+				case <-ctx.Done():
+					return
+				}
+			}
+			if err != nil {
+				if err != io.EOF {
+					log.Error("reading input stopped", "err", err)
+				}
 				return
 			}
 		}
-		if err := sc.Err(); err != nil {
-			log.Error("reading input stopped", "err", err)
-		}
 	}()
 	return lines
+}
+
+// readLine reads one line without its "\n" or "\r\n". A line longer than
+// max bytes is read to its end and dropped (only its length is returned),
+// so memory stays bounded. At the end of the input it returns io.EOF,
+// with the last line if it had no end of line.
+func readLine(r *bufio.Reader, max int) (inputLine, error) {
+	var buf []byte
+	size, over := 0, false
+	var before byte // the byte before the current chunk
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if err == nil { // the end of the line: drop "\n" or "\r\n"
+			chunk = chunk[:len(chunk)-1]
+			if n := len(chunk); n > 0 && chunk[n-1] == '\r' {
+				chunk = chunk[:n-1]
+			} else if n == 0 && before == '\r' {
+				size--
+				if !over {
+					buf = buf[:len(buf)-1]
+				}
+			}
+		}
+		if len(chunk) > 0 {
+			before = chunk[len(chunk)-1]
+		}
+		size += len(chunk)
+		if !over && size > max+1 { // room for a "\r" whose "\n" is still to come
+			over, buf = true, nil
+		}
+		if !over {
+			buf = append(buf, chunk...)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if over || len(buf) > max {
+			return inputLine{tooLong: size}, err
+		}
+		return inputLine{text: string(buf)}, err
+	}
 }

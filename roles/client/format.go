@@ -40,15 +40,44 @@ func localTime(t time.Time) string {
 	return t.Local().Format("15:04:05")
 }
 
-// printable replaces control characters (newlines, terminal escapes) so
-// that a message can neither break a line nor drive the user's terminal.
+// printable makes s safe to show on a terminal: a control character
+// (newline, escape...) becomes a space, so that a message can neither
+// break a line nor drive the terminal, and a character that shows as
+// nothing or reorders the text around it becomes a visible escape such as
+// \u202e, so that a message, a user name or a channel name cannot pass
+// for another. Those are the format characters (Unicode category Cf: the
+// bidirectional controls U+202A–U+202E and U+2066–U+2069, the marks
+// U+200E, U+200F and U+061C, the zero-width U+200B–U+200D, U+2060 and
+// U+FEFF, the soft hyphen, the tag characters...), the line and paragraph
+// separators U+2028 and U+2029, and the blank Hangul fillers.
 func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
+	if !strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || hidden(r) }) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case unicode.IsControl(r):
+			b.WriteByte(' ')
+		case hidden(r) && r > 0xffff:
+			fmt.Fprintf(&b, `\U%08x`, r)
+		case hidden(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
 		}
-		return r
-	}, s)
+	}
+	return b.String()
+}
+
+// hidden reports whether r shows as nothing, or changes how the text
+// around it is shown, on a terminal.
+func hidden(r rune) bool {
+	switch r {
+	case '\u2028', '\u2029', '\u115f', '\u1160', '\u3164', '\uffa0':
+		return true
+	}
+	return unicode.Is(unicode.Cf, r)
 }
 
 // historyLines renders the "messages" list of a history reply, oldest

@@ -184,6 +184,11 @@ func (s *session) direct(ctx context.Context, to, text string) error {
 	if _, err := s.request(ctx, proto.Message, proto.Data{"src": s.user, "dst": to, "message": text}); err != nil {
 		return err
 	}
+	if to == s.user && s.sub != nil {
+		// It comes back on the user's own topic, and is shown then (as
+		// a post is): showing it now too would show it twice.
+		return nil
+	}
 	s.out.lines(formatDirect(proto.Direct{From: s.user, To: to, Text: text, Timestamp: time.Now()}, s.user))
 	return nil
 }
@@ -320,7 +325,14 @@ func changesState(service string) bool {
 
 // notice shows a line from the client itself, marked "***".
 func (s *session) notice(format string, args ...any) {
-	s.out.lines("*** " + fmt.Sprintf(format, args...))
+	s.out.lines(noticeLine(format, args...))
+}
+
+// noticeLine formats a line from the client itself. Its arguments may
+// come from other users or the server (names, error texts), so it is made
+// printable as a whole.
+func noticeLine(format string, args ...any) string {
+	return "*** " + printable(fmt.Sprintf(format, args...))
 }
 
 // printer serialises what the user sees: command output and incoming
@@ -330,11 +342,13 @@ type printer struct {
 	w  io.Writer
 }
 
-// lines writes each line, all of them together.
+// lines writes each line, all of them together. Every line is made
+// printable here too, whatever built it: nothing reaches the terminal
+// unescaped.
 func (p *printer) lines(lines ...string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range lines {
-		fmt.Fprintln(p.w, l)
+		fmt.Fprintln(p.w, printable(l))
 	}
 }

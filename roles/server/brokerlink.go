@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -21,11 +22,70 @@ import (
 // ways) and a PUB to the broker's publish-in socket. When the broker falls
 // silent for BrokerTimeout, both sockets are closed and dialed again, so a
 // restarted broker gets its servers back by itself.
+//
+// When the server stops, leave says goodbye: a last heartbeat with
+// "bye": true, after which the broker routes nothing more here and
+// answers with a heartbeat with "bye": true. Messages on a connection
+// arrive in order, so once that answer is read every request the broker
+// sent is queued, and the server serves them all before it closes.
 type brokerLink struct {
-	cfg  Config
-	log  *slog.Logger
-	jobs chan<- job
-	pubs <-chan proto.Publication
+	cfg     Config
+	log     *slog.Logger
+	enqueue func(job) bool // false once the server stops taking requests
+	intake  *intake
+	handler *Handler // for the erro replies of refused requests
+	pubs    <-chan proto.Publication
+
+	mu      sync.Mutex
+	cur     *linkSession // the session running now (nil: none)
+	leaving bool         // leave was called: no goodbye-less reconnect
+}
+
+// linkSession is one connection to the broker.
+type linkSession struct {
+	back  zmq4.Socket
+	ended atomic.Bool   // its sockets are closed: its requests cannot be answered
+	bye   chan struct{} // closed when the broker acknowledges the goodbye
+	once  sync.Once
+}
+
+// heartbeat is what the server sends the broker every HeartbeatInterval;
+// with bye, its last one.
+func (l *brokerLink) heartbeat(bye bool) []byte {
+	d := proto.Data{"user": l.cfg.Name}
+	if bye {
+		d["bye"] = true
+	}
+	return proto.Envelope{Service: "heartbeat", Data: d}.Encode()
+}
+
+// leave says goodbye to the broker and waits, at most timeout, until it
+// acknowledges: from then on it sends nothing more here. Without a
+// connection, or if the broker does not know the goodbye (it then takes
+// the server out by its heartbeat timeout), leave just returns.
+func (l *brokerLink) leave(timeout time.Duration) {
+	l.mu.Lock()
+	l.leaving = true
+	sess := l.cur
+	l.mu.Unlock()
+	if sess == nil || sess.back == nil || timeout <= 0 {
+		return
+	}
+	if err := sess.back.Send(zmq4.NewMsg(l.heartbeat(true))); err != nil {
+		return
+	}
+	select {
+	case <-sess.bye:
+		l.log.Info("left the broker")
+	case <-time.After(timeout):
+		l.log.Warn("the broker did not acknowledge the goodbye", "within", timeout)
+	}
+}
+
+func (l *brokerLink) isLeaving() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.leaving
 }
 
 // run keeps sessions going until ctx ends.
@@ -35,6 +95,12 @@ func (l *brokerLink) run(ctx context.Context) {
 		start := time.Now()
 		err := l.session(ctx)
 		if ctx.Err() != nil {
+			return
+		}
+		if l.isLeaving() {
+			// Stopping: a new connection would bring the server back
+			// into the broker's rotation. Wait for Close.
+			<-ctx.Done()
 			return
 		}
 		if time.Since(start) > l.cfg.BrokerTimeout {
@@ -55,8 +121,15 @@ func (l *brokerLink) session(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	var back, pub zmq4.Socket
 	var wg sync.WaitGroup
+	sess := &linkSession{bye: make(chan struct{})}
 	defer func() { // closing the sockets is what unblocks the readers
 		cancel(nil)
+		l.mu.Lock()
+		if l.cur == sess {
+			l.cur = nil
+		}
+		l.mu.Unlock()
+		sess.ended.Store(true) // its queued requests are dropped
 		for _, s := range []zmq4.Socket{back, pub} {
 			if s != nil {
 				s.Close()
@@ -77,11 +150,19 @@ func (l *brokerLink) session(ctx context.Context) error {
 		}
 	}
 	l.log.Info("connected to broker", "back", l.cfg.BrokerBack, "pub", l.cfg.BrokerPub)
+	sess.back = back
+	l.mu.Lock()
+	if l.leaving {
+		l.mu.Unlock()
+		return errors.New("the server is stopping")
+	}
+	l.cur = sess
+	l.mu.Unlock()
 
 	var lastSeen atomic.Int64
 	lastSeen.Store(time.Now().UnixNano())
 	if back != nil {
-		wg.Go(func() { l.readBack(ctx, cancel, back, &lastSeen) })
+		wg.Go(func() { l.readBack(cancel, sess, &lastSeen) })
 	}
 	if pub != nil {
 		wg.Go(func() { l.publish(ctx, cancel, pub) })
@@ -90,8 +171,9 @@ func (l *brokerLink) session(ctx context.Context) error {
 	tick := time.NewTicker(l.cfg.HeartbeatInterval)
 	defer tick.Stop()
 	suspect := false
+	hb := l.heartbeat(false)
 	for {
-		if back != nil {
+		if back != nil && !l.isLeaving() { // after the goodbye, a heartbeat would take the server back
 			// The broker is declared gone only when it is still silent one
 			// heartbeat after it first looked silent: a process that was
 			// paused (SIGSTOP, a long GC, a VM stall) wakes up with its
@@ -105,8 +187,7 @@ func (l *brokerLink) session(ctx context.Context) error {
 			} else {
 				suspect = false
 			}
-			hb := proto.Envelope{Service: "heartbeat", Data: proto.Data{"user": l.cfg.Name}}
-			if err := back.Send(zmq4.NewMsg(hb.Encode())); err != nil {
+			if err := back.Send(zmq4.NewMsg(hb)); err != nil {
 				return fmt.Errorf("heartbeat to broker: %w", err)
 			}
 		}
@@ -118,8 +199,11 @@ func (l *brokerLink) session(ctx context.Context) error {
 	}
 }
 
-// readBack reads routed requests and broker heartbeats.
-func (l *brokerLink) readBack(ctx context.Context, fail context.CancelCauseFunc, back zmq4.Socket, lastSeen *atomic.Int64) {
+// readBack reads routed requests and broker heartbeats. A request is
+// [seq][client route…][body]; it counts against the client named by the
+// first frame of its route (the client's identity at the broker).
+func (l *brokerLink) readBack(fail context.CancelCauseFunc, sess *linkSession, lastSeen *atomic.Int64) {
+	back := sess.back
 	for {
 		msg, err := back.Recv()
 		if err != nil {
@@ -127,17 +211,32 @@ func (l *brokerLink) readBack(ctx context.Context, fail context.CancelCauseFunc,
 			return
 		}
 		lastSeen.Store(time.Now().UnixNano())
-		if len(msg.Frames) < 2 {
-			continue // a broker heartbeat
+		if len(msg.Frames) < 2 { // a broker heartbeat; with bye, the answer to ours
+			if len(msg.Frames) == 1 {
+				if env, err := proto.Decode(msg.Frames[0]); err == nil && env.Data["bye"] == true {
+					sess.once.Do(func() { close(sess.bye) })
+				}
+			}
+			continue
 		}
 		r, err := transport.SplitRoute(msg.Frames)
 		if err != nil {
 			continue
 		}
-		select {
-		case l.jobs <- job{req: r, reply: back.Send}:
-		case <-ctx.Done():
-			return
+		client := ""
+		if len(r.Route) >= 2 {
+			client = "broker\x00" + string(r.Route[1])
+		}
+		if !l.intake.take(client) {
+			back.Send(r.Reply(l.handler.Refuse(r.Body, tooMany(l.cfg.MaxQueuedPerClient))))
+			continue
+		}
+		// Waits while the workers are all busy (the broker then holds
+		// the rest); the session ending meanwhile drops the request
+		// before it is served (sess.ended).
+		if !l.enqueue(job{req: r, reply: back.Send, client: client, gone: sess.ended.Load}) {
+			l.intake.done(client)
+			back.Send(r.Reply(refuseRetry(l.handler, r.Body, stopping)))
 		}
 	}
 }

@@ -77,18 +77,32 @@ func (h *Handler) handle(ctx context.Context, frame []byte, forwarded bool) (rep
 	} else {
 		env, pubs = h.serve(ctx, req, frame, forwarded)
 	}
-	return env.Stamp(h.Clock.Now(), h.Lamport.Tick()).Encode(), pubs
+	reply = env.Stamp(h.Clock.Now(), h.Lamport.Tick()).Encode()
+	if max := h.Limits.MaxReply; max > 0 && len(reply) > max {
+		// Pages and lists are cut to fit; this is the net under them, so
+		// that no reply is ever more than every hop accepts.
+		h.Log.Warn("reply over the limit, refused", "service", req.Service, "bytes", len(reply), "limit", max)
+		reply = proto.ErrorReply(req.Service, fmt.Sprintf("the reply would be %d bytes, over the limit of %d; ask for less", len(reply), max)).
+			Stamp(h.Clock.Now(), h.Lamport.Tick()).Encode()
+	}
+	return reply, pubs
 }
 
 // Refuse answers a request frame with an error without serving it (the
-// client is over its rate limit).
-func (h *Handler) Refuse(frame []byte, why string) []byte {
+// client is over its rate limit, or has too many requests queued).
+func (h *Handler) Refuse(frame []byte, why string) []byte { return h.refuse(frame, why, false) }
+
+func (h *Handler) refuse(frame []byte, why string, retry bool) []byte {
 	service := proto.ErrorService
 	if env, err := proto.Decode(frame); err == nil {
 		service = env.Service
 		h.Lamport.Observe(env.Data.Clock())
 	}
-	return proto.ErrorReply(service, why).Stamp(h.Clock.Now(), h.Lamport.Tick()).Encode()
+	env := proto.ErrorReply(service, why)
+	if retry {
+		env.Data["retry"] = true
+	}
+	return env.Stamp(h.Clock.Now(), h.Lamport.Tick()).Encode()
 }
 
 // serve runs a valid request.
@@ -110,10 +124,11 @@ func (h *Handler) serve(ctx context.Context, req proto.Request, frame []byte, fo
 	}
 	switch req.Service {
 	case proto.Users:
-		return ok(req.Service, proto.Data{"users": h.Store.Users()}), nil
+		users, more := h.fitNames(h.Store.Users(), 1)
+		return ok(req.Service, withMore(proto.Data{"users": users}, more)), nil
 	case proto.Channels:
-		chs := h.Store.Channels()
-		return ok(req.Service, proto.Data{"channels": chs, "users": chs}), nil
+		chs, more := h.fitNames(h.Store.Channels(), 2) // the list goes under two keys
+		return ok(req.Service, withMore(proto.Data{"channels": chs, "users": chs}, more)), nil
 	case proto.History:
 		return h.history(ctx, req), nil
 	}
@@ -256,11 +271,64 @@ func (h *Handler) history(ctx context.Context, req proto.Request) proto.Envelope
 		h.Log.Error("history read failed", "err", err)
 		return proto.ErrorReply(req.Service, "the server could not read the history; try again")
 	}
-	out := make([]proto.Data, 0, len(msgs))
-	for _, m := range msgs {
-		out = append(out, messageData(m))
+	// The page keeps the newest messages that fit the reply budget
+	// (always one at least), so paging backwards with before = the
+	// page's first id goes on where it stopped.
+	budget := h.replyBudget(1)
+	enc := make([]msgpack.RawMessage, len(msgs))
+	first, size := len(msgs), 0
+	for i := len(msgs) - 1; i >= 0; i-- {
+		b, err := msgpack.Marshal(messageData(msgs[i]))
+		if err != nil {
+			panic(err) // only values built here
+		}
+		if budget > 0 && size+len(b) > budget && first < len(msgs) {
+			break
+		}
+		enc[i], first, size = b, i, size+len(b)
 	}
-	return ok(req.Service, proto.Data{"status": proto.StatusOK, "messages": out})
+	more := first > 0
+	if !more && len(msgs) > 0 && len(msgs) >= min(q.Limit, store.MaxHistoryLimit) {
+		// A full page: say whether anything older is left.
+		older, err := h.Store.History(ctx, store.HistoryQuery{Channel: q.Channel, User: q.User, Peer: q.Peer, Limit: 1, Before: msgs[0].ID})
+		more = err == nil && len(older) > 0
+	}
+	return ok(req.Service, proto.Data{"status": proto.StatusOK, "messages": enc[first:], "more": more})
+}
+
+// replyBudget is the room for the list of a reply that puts it under
+// `copies` keys (0: unbounded).
+func (h *Handler) replyBudget(copies int) int {
+	if h.Limits.MaxReply <= 0 {
+		return 0
+	}
+	return max(1, (h.Limits.MaxReply-proto.ReplyOverhead)/copies)
+}
+
+// fitNames returns the first names (sorted) that fit the reply budget
+// and whether some were left out.
+func (h *Handler) fitNames(names []string, copies int) ([]string, bool) {
+	budget := h.replyBudget(copies)
+	if budget == 0 {
+		return names, false
+	}
+	size := 5 // the array's header
+	for i, n := range names {
+		size += len(n) + 5 // a string's header is at most 5 bytes
+		if size > budget {
+			h.Log.Debug("list cut to fit the reply limit", "kept", i, "of", len(names))
+			return names[:i], true
+		}
+	}
+	return names, false
+}
+
+// withMore adds "more": true (extension) to a list that was cut.
+func withMore(d proto.Data, more bool) proto.Data {
+	if more {
+		d["more"] = true
+	}
+	return d
 }
 
 // messageData renders a stored message as it was published, plus its id.

@@ -2,8 +2,11 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,4 +114,92 @@ func FuzzHandler(f *testing.F) {
 			t.Fatalf("reply without clock: %v", env)
 		}
 	})
+}
+
+// Issue 9: a history page is bounded by bytes as well as by count, so a
+// reply always fits every hop (500 posts of 4,000 bytes made a 2 MB reply
+// that the broker refused). The page keeps the newest messages, says
+// more: true, and paging backwards with before returns every message once.
+func TestHistoryPageFitsTheReplyBudget(t *testing.T) {
+	h := newHandler(t)
+	ctx := context.Background()
+	h.Handle(ctx, request(t, "channel", map[string]any{"channel": "big"}))
+	const posts = 500
+	for i := range posts {
+		text := fmt.Sprintf("%05d ", i) + strings.Repeat("x", 3994)
+		reply, _ := h.Handle(ctx, request(t, "publish", map[string]any{"user": "a", "channel": "big", "message": text}))
+		if env := decode(t, reply); env.Data["status"] != proto.StatusOK {
+			t.Fatalf("publish %d: %v", i, env.Data)
+		}
+	}
+	budget := replyBudget(h)
+	seen := map[string]bool{}
+	before, pages, largest := int64(0), 0, 0
+	for {
+		reply, _ := h.Handle(ctx, request(t, "history", map[string]any{"channel": "big", "limit": posts, "before": before}))
+		largest = max(largest, len(reply))
+		if len(reply) > budget {
+			t.Fatalf("page %d is %d bytes, over the reply budget of %d", pages+1, len(reply), budget)
+		}
+		env := decode(t, reply)
+		list, _ := env.Data["messages"].([]any)
+		if env.Data["status"] != proto.StatusOK || len(list) == 0 {
+			t.Fatalf("page %d: %v", pages+1, env.Data)
+		}
+		pages++
+		var ids []int64
+		for _, m := range list {
+			d := proto.Data(m.(map[string]any))
+			text, _, _ := d.String("", "message")
+			if seen[text[:5]] {
+				t.Fatalf("message %s on two pages", text[:5])
+			}
+			seen[text[:5]] = true
+			id, _, _ := d.Int("", "id")
+			ids = append(ids, id)
+		}
+		if !slices.IsSorted(ids) {
+			t.Fatalf("page %d not oldest first: %v", pages, ids)
+		}
+		before = ids[0]
+		if more, _ := env.Data["more"].(bool); !more {
+			break
+		}
+	}
+	if len(seen) != posts || pages < 2 {
+		t.Fatalf("%d messages in %d pages, want all %d over several pages", len(seen), pages, posts)
+	}
+	t.Logf("%d messages of 4,000 bytes in %d pages, largest reply %d bytes (budget %d)", posts, pages, largest, budget)
+}
+
+// replyBudget is the largest reply the handler may send.
+func replyBudget(h *Handler) int { return h.Limits.MaxReply }
+
+// The users and channels lists are cut to the reply budget too, and say
+// more: true (a lab with tens of thousands of users would otherwise send
+// a reply over the frame limit).
+func TestListsFitTheReplyBudget(t *testing.T) {
+	h := newHandler(t)
+	h.Limits.MaxReply = proto.ReplyOverhead + h.Limits.LargestMessage()
+	ctx := context.Background()
+	for i := range 300 {
+		name := fmt.Sprintf("%s%04d", strings.Repeat("u", 56), i)
+		h.Handle(ctx, request(t, "login", map[string]any{"user": name}))
+		h.Handle(ctx, request(t, "channel", map[string]any{"channel": name}))
+	}
+	for _, svc := range []string{"users", "channels"} {
+		reply, _ := h.Handle(ctx, request(t, svc, nil))
+		env := decode(t, reply)
+		list, _ := env.Data["users"].([]any)
+		if len(reply) > h.Limits.MaxReply || env.Data["more"] != true || len(list) == 0 || len(list) >= 300 {
+			t.Fatalf("%s: %d bytes (limit %d), %d names, more %v", svc, len(reply), h.Limits.MaxReply, len(list), env.Data["more"])
+		}
+	}
+	if err := h.Limits.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h.Limits.MaxReply--
+	if h.Limits.Validate() == nil {
+		t.Fatal("a reply limit that cannot hold one message was accepted")
+	}
 }

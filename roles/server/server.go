@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -50,6 +51,17 @@ type Config struct {
 	DialTimeout       time.Duration    // bound on one connection attempt
 	PublishQueue      int              // publications buffered while the broker is away
 	RateLimit         ratelimit.Config // requests per second per direct client
+	// MaxQueuedPerClient bounds the requests of one client (a direct
+	// client's identity, or a client behind the broker) queued or being
+	// served at once; beyond it a request gets an immediate erro. Other
+	// servers of the cluster are not bounded.
+	MaxQueuedPerClient int
+	// MaxQueued bounds the requests queued for the workers in all; when
+	// it is full, reading waits (the network holds the rest).
+	MaxQueued int
+	// LeaveTimeout bounds how long Close waits for the broker to
+	// acknowledge the server's goodbye before it stops serving.
+	LeaveTimeout time.Duration
 	// Cluster holds the cluster's settings (replicas, election,
 	// replication and clock-sync timeouts); its Name, DataDir, Advertise,
 	// Reference and BrokerSub are taken from the fields above.
@@ -72,6 +84,10 @@ func DefaultConfig(name string) Config {
 		PublishQueue:      4096,
 		RateLimit:         ratelimit.DefaultConfig(),
 		Cluster:           cluster.DefaultConfig(name),
+
+		MaxQueuedPerClient: 32,
+		MaxQueued:          1024,
+		LeaveTimeout:       time.Second,
 	}
 }
 
@@ -94,6 +110,21 @@ func (c Config) Validate() error {
 		return errors.New("server: dial timeout must be positive")
 	case c.PublishQueue < 1:
 		return errors.New("server: publish queue must hold at least 1")
+	case c.MaxQueuedPerClient < 1:
+		return errors.New("server: each client must be allowed at least 1 queued request")
+	case c.MaxQueued < 1:
+		return errors.New("server: the request queue must hold at least 1")
+	case c.LeaveTimeout < 0:
+		return errors.New("server: leave timeout must not be negative")
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	switch max := transport.CurrentGuardConfig().MaxFrame; {
+	case c.Limits.MaxReply <= 0:
+		return fmt.Errorf("server: replies must be bounded (Limits.MaxReply): every hop refuses frames over %d bytes", max)
+	case int64(c.Limits.MaxReply) > max:
+		return fmt.Errorf("server: replies may be up to %d bytes, but the transport accepts frames of at most %d: the broker would cut this server off", c.Limits.MaxReply, max)
 	}
 	if err := c.clusterConfig("tcp://127.0.0.1:1").Validate(); err != nil {
 		return err
@@ -118,7 +149,55 @@ func (c Config) clusterConfig(bound string) cluster.Config {
 type job struct {
 	req   transport.Routed
 	reply func(zmq4.Msg) error
+	// client is whom the request counts against in the per-client bound
+	// ("": nobody); gone reports that its sender has disconnected, so the
+	// reply could not be delivered (nil: never known).
+	client string
+	gone   func() bool
 }
+
+// intake counts the requests of each client queued or being served.
+type intake struct {
+	max int
+	mu  sync.Mutex
+	n   map[string]int
+}
+
+// take counts one more request of client, or reports that it has its
+// maximum already.
+func (in *intake) take(client string) bool {
+	if client == "" {
+		return true
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.n[client] >= in.max {
+		return false
+	}
+	in.n[client]++
+	return true
+}
+
+// done counts a request of client finished (answered or dropped).
+func (in *intake) done(client string) {
+	if client == "" {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.n[client]--; in.n[client] <= 0 {
+		delete(in.n, client)
+	}
+}
+
+// tooMany is the erro text for a client over MaxQueuedPerClient.
+func tooMany(max int) string {
+	return fmt.Sprintf("too many requests queued: at most %d per client; wait for the answers before sending more", max)
+}
+
+// stopping is the retryable erro text for a request that comes while the
+// server stops.
+const stopping = "this server is stopping; try again"
 
 // Server is a running server replica.
 type Server struct {
@@ -130,12 +209,21 @@ type Server struct {
 	node    *cluster.Node
 
 	front   zmq4.Socket
+	peers   *peerConns // the front's connections, by routing identity
 	limiter *ratelimit.Limiter
+	intake  *intake
 	jobs    chan job
 	pubs    chan proto.Publication
+	link    *brokerLink // nil without a broker
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	intakeMu     sync.RWMutex // held to send on jobs; closeIntake takes it to close jobs
+	intakeClosed bool
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // readFront and the broker link
+	workers   sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start opens the store, binds the listen socket and starts serving.
@@ -158,20 +246,25 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	log = logging.WithClock(log, lamport).With("server", cfg.Name)
 
-	ctx, cancel := context.WithCancel(ctx)
+	// Close alone stops the server, in order (goodbye to the broker,
+	// drain, sockets, cluster, store): the caller's ctx ending (SIGTERM
+	// in the command line) must not tear the sockets down first.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Server{
 		cfg:     cfg,
 		log:     log,
 		store:   st,
 		lamport: lamport,
-		jobs:    make(chan job, cfg.Workers),
+		jobs:    make(chan job, cfg.MaxQueued),
 		pubs:    make(chan proto.Publication, cfg.PublishQueue),
 		cancel:  cancel,
 		limiter: ratelimit.New(cfg.RateLimit),
+		intake:  &intake{max: cfg.MaxQueuedPerClient, n: map[string]int{}},
+		peers:   &peerConns{conns: map[string]*zmq4.Conn{}},
 	}
 	s.handler = &Handler{Store: st, Lamport: lamport, Clock: clock.NewPhysical(cfg.Clock, cfg.ClockSkew), Limits: cfg.Limits, Log: log}
 
-	s.front, err = transport.ListenSocket(ctx, zmq4.NewRouter, cfg.Listen)
+	s.front, err = transport.ListenSocket(ctx, zmq4.NewRouter, cfg.Listen, zmq4.WithSecurity(s.peers))
 	if err != nil {
 		cancel()
 		st.Close()
@@ -194,12 +287,12 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	log = s.log
 	s.handler.Log = s.log
 	for range cfg.Workers {
-		s.wg.Go(func() { s.work(ctx) })
+		s.workers.Go(s.work)
 	}
 	s.wg.Go(func() { s.readFront(ctx) })
 	if cfg.BrokerBack != "" || cfg.BrokerPub != "" {
-		link := &brokerLink{cfg: cfg, log: log, jobs: s.jobs, pubs: s.pubs}
-		s.wg.Go(func() { link.run(ctx) })
+		s.link = &brokerLink{cfg: cfg, log: log, enqueue: s.enqueue, intake: s.intake, handler: s.handler, pubs: s.pubs}
+		s.wg.Go(func() { s.link.run(ctx) })
 	}
 	log.Info("server started", "listen", s.Addr(), "broker_back", cfg.BrokerBack, "broker_pub", cfg.BrokerPub, "data", cfg.DataDir)
 	return s, nil
@@ -212,15 +305,48 @@ func (s *Server) Addr() string { return transport.BoundEndpoint(s.front) }
 func (s *Server) Store() *store.Store { return s.store }
 
 // Close stops serving, waits for every goroutine and closes the store.
-// Requests being served finish first, so nothing acknowledged is lost.
+// First it says goodbye to the broker, which then routes nothing more
+// here; every request received until then is served and answered, so
+// nothing acknowledged is lost and no client of the broker waits for a
+// server that has gone. Requests that come meanwhile get a retryable
+// erro.
 func (s *Server) Close() error {
-	s.cancel()
-	s.front.Close() // unblocks readFront
-	s.wg.Wait()
-	s.node.Close()
-	err := s.store.Close()
-	s.log.Info("server stopped")
-	return err
+	s.closeOnce.Do(func() {
+		if s.link != nil {
+			s.link.leave(s.cfg.LeaveTimeout)
+		}
+		s.closeIntake()
+		s.workers.Wait() // every queued request served and answered
+		s.cancel()
+		s.front.Close() // unblocks readFront
+		s.wg.Wait()
+		s.node.Close()
+		s.closeErr = s.store.Close()
+		s.log.Info("server stopped")
+	})
+	return s.closeErr
+}
+
+// enqueue hands j to the workers, waiting while they are all busy; false
+// once the server is stopping.
+func (s *Server) enqueue(j job) bool {
+	s.intakeMu.RLock()
+	defer s.intakeMu.RUnlock()
+	if s.intakeClosed {
+		return false
+	}
+	s.jobs <- j
+	return true
+}
+
+// closeIntake stops enqueue; the workers serve what is queued and stop.
+func (s *Server) closeIntake() {
+	s.intakeMu.Lock()
+	defer s.intakeMu.Unlock()
+	if !s.intakeClosed {
+		s.intakeClosed = true
+		close(s.jobs)
+	}
 }
 
 // Node returns the server's part in the cluster (for tests and status).
@@ -247,6 +373,7 @@ func (s *Server) readFront(ctx context.Context) {
 		msg, err := s.front.Recv()
 		if err != nil {
 			if ctx.Err() != nil {
+				drainClosed(s.front)
 				return
 			}
 			continue // a peer went away; zmq4 reports it as an error here
@@ -255,42 +382,164 @@ func (s *Server) readFront(ctx context.Context) {
 		if err != nil {
 			continue // nothing to answer to
 		}
-		if !bytes.HasPrefix(msg.Frames[0], peerIdentity) && !s.limiter.Allow(string(msg.Frames[0]), time.Now()) {
-			s.front.Send(r.Reply(s.handler.Refuse(r.Body, fmt.Sprintf(
-				"rate limit: at most %g requests per second per client; slow down", s.cfg.RateLimit.Rate))))
-			continue
+		id := msg.Frames[0]
+		conn := s.peers.lookup(id)
+		if conn != nil && conn.Closed() {
+			continue // its sender has gone: nothing to serve, no one to answer
 		}
-		select {
-		case s.jobs <- job{req: r, reply: s.front.Send}:
-		case <-ctx.Done():
-			return
+		peer := bytes.HasPrefix(id, peerIdentity)
+		client := ""
+		if !peer {
+			if !s.limiter.Allow(string(id), time.Now()) {
+				s.front.Send(r.Reply(s.handler.Refuse(r.Body, fmt.Sprintf(
+					"rate limit: at most %g requests per second per client; slow down", s.cfg.RateLimit.Rate))))
+				continue
+			}
+			client = "front\x00" + string(id)
+			if !s.intake.take(client) {
+				s.front.Send(r.Reply(s.handler.Refuse(r.Body, tooMany(s.cfg.MaxQueuedPerClient))))
+				continue
+			}
+		}
+		j := job{req: r, reply: s.front.Send, client: client}
+		if conn != nil {
+			j.gone = conn.Closed
+		}
+		if !s.enqueue(j) {
+			s.intake.done(client)
+			if !peer { // another server retries by itself; its requests get no erro it could misread
+				s.front.Send(r.Reply(refuseRetry(s.handler, r.Body, stopping)))
+			}
 		}
 	}
 }
 
-// work serves jobs until ctx ends.
-func (s *Server) work(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case j := <-s.jobs:
-			// The request is served to the end even if ctx ends meanwhile:
-			// a write is either acknowledged or never made.
-			reply, pubs := s.handler.Handle(context.WithoutCancel(ctx), j.req.Body)
-			if err := j.reply(j.req.Reply(reply)); err != nil {
-				s.log.Debug("reply not delivered", "err", err)
-			}
-			if s.cfg.BrokerPub == "" {
-				continue // publishing nowhere
-			}
-			for _, p := range pubs {
-				select {
-				case s.pubs <- p:
-				default:
-					s.log.Warn("publish queue full, publication dropped (history still has it)", "topic", p.Topic)
-				}
+// drainClosed takes what is left in a closed ROUTER's queue. zmq4's
+// per-connection reader blocks, forever, on a full queue no one reads:
+// after Close, a peer that had sent more than the queue holds (a flood)
+// would leave one goroutine behind per connection. Once closed, Recv
+// picks at random between the queue and the socket's end, and a reader
+// that gets past its blocked send sees the end and stops, so 64 ends in a
+// row mean nothing is left.
+func drainClosed(sock zmq4.Socket) {
+	for misses := 0; misses < 64; {
+		if _, err := sock.Recv(); err != nil {
+			misses++
+		} else {
+			misses = 0
+		}
+	}
+}
+
+// refuseRetry is an erro reply to frame with "retry": true: it was not
+// served, and may be sent again at once (elsewhere).
+func refuseRetry(h *Handler, frame []byte, why string) []byte {
+	return h.refuse(frame, why, true)
+}
+
+// work serves jobs until the queue is closed and empty.
+func (s *Server) work() {
+	maxFrame := transport.CurrentGuardConfig().MaxFrame
+	for j := range s.jobs {
+		if j.gone != nil && j.gone() {
+			s.intake.done(j.client) // its sender has gone: the reply could not be delivered
+			continue
+		}
+		// The request is served to the end even if the server is
+		// stopping: a write is either acknowledged or never made.
+		reply, pubs := s.handler.Handle(context.Background(), j.req.Body)
+		if int64(len(reply)) > maxFrame {
+			// Only the cluster's own replies are not bounded by
+			// Limits.MaxReply; over the frame limit, the link would be cut.
+			s.log.Error("reply over the transport's frame limit, refused", "bytes", len(reply), "limit", maxFrame, "service", proto.PeekService(j.req.Body))
+			reply = s.handler.Refuse(j.req.Body, fmt.Sprintf("the reply would be %d bytes, over the transport's limit of %d", len(reply), maxFrame))
+		}
+		if err := j.reply(j.req.Reply(reply)); err != nil {
+			s.log.Debug("reply not delivered", "err", err)
+		}
+		s.intake.done(j.client)
+		if s.cfg.BrokerPub == "" {
+			continue // publishing nowhere
+		}
+		for _, p := range pubs {
+			select {
+			case s.pubs <- p:
+			default:
+				s.log.Warn("publish queue full, publication dropped (history still has it)", "topic", p.Topic)
 			}
 		}
 	}
+}
+
+// peerConns remembers the connection of each peer of the front socket by
+// the routing identity zmq4's ROUTER puts on its messages, so that the
+// requests of a peer that has disconnected are dropped instead of served.
+// zmq4 tells a ROUTER's user nothing of its connections; but each one is
+// handed to the socket's Security for its handshake, so peerConns is the
+// NULL mechanism (the same bytes as zmq4's own) that also records the
+// connection. Conn.Closed turns true once zmq4 has read the connection's
+// end, or failed to write a reply to it.
+type peerConns struct {
+	mu    sync.Mutex
+	conns map[string]*zmq4.Conn
+	sweep int // size at which closed connections are forgotten next
+}
+
+func (p *peerConns) Type() zmq4.SecurityType { return zmq4.NullSecurity }
+
+// Handshake is zmq4's NULL handshake (READY both ways), then records conn.
+func (p *peerConns) Handshake(conn *zmq4.Conn, server bool) error {
+	if err := nullHandshake(conn); err != nil {
+		return err
+	}
+	id := conn.Peer.Meta["Identity"] // the guarded transport always sets one
+	if id == "" {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.conns[id] = conn
+	if len(p.conns) >= p.sweep {
+		for k, c := range p.conns {
+			if c.Closed() {
+				delete(p.conns, k)
+			}
+		}
+		p.sweep = max(64, 2*len(p.conns))
+	}
+	return nil
+}
+
+func (p *peerConns) Encrypt(w io.Writer, data []byte) (int, error) { return w.Write(data) }
+func (p *peerConns) Decrypt(w io.Writer, data []byte) (int, error) { return w.Write(data) }
+
+// lookup returns the connection of the peer with routing identity id (nil
+// when unknown).
+func (p *peerConns) lookup(id []byte) *zmq4.Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conns[string(id)]
+}
+
+// nullHandshake is zmq4's NULL security handshake: our READY, then the
+// peer's into conn.Peer.Meta.
+func nullHandshake(conn *zmq4.Conn) error {
+	raw, err := conn.Meta.MarshalZMTP()
+	if err != nil {
+		return fmt.Errorf("zmq4: could not marshal metadata: %w", err)
+	}
+	if err := conn.SendCmd(zmq4.CmdReady, raw); err != nil {
+		return fmt.Errorf("zmq4: could not send metadata to peer: %w", err)
+	}
+	cmd, err := conn.RecvCmd()
+	if err != nil {
+		return fmt.Errorf("zmq4: could not recv metadata from peer: %w", err)
+	}
+	if cmd.Name != zmq4.CmdReady {
+		return zmq4.ErrBadCmd
+	}
+	if err := conn.Peer.Meta.UnmarshalZMTP(cmd.Body); err != nil {
+		return fmt.Errorf("zmq4: could not unmarshal peer metadata: %w", err)
+	}
+	return nil
 }
