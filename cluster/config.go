@@ -33,6 +33,10 @@ type Config struct {
 	// Replicas is the number of servers of the cluster: a write is
 	// acknowledged once Replicas/2+1 of them hold it. 1 when Reference is "".
 	Replicas int
+	// AbstainUntil, when not 0, keeps this server out of elections (it
+	// neither campaigns nor promises) until its log reaches that LSN: set
+	// after its store was repaired, while it copies back what it lost.
+	AbstainUntil uint64
 
 	Election    election.Config    // Bully timeouts (Self and Rank are filled in)
 	Replication replication.Config // replication timeouts (Self and Replicas are filled in)

@@ -117,6 +117,10 @@ func Start(ctx context.Context, cfg Config, deps Deps) (*Node, error) {
 	rcfg := cfg.Replication
 	rcfg.Self, rcfg.Replicas = cfg.Name, cfg.Replicas
 	n.repl = replication.New(rcfg, storeLog{st: deps.Store, lamport: deps.Lamport, save: n.savePromise}, st.Promise)
+	if cfg.AbstainUntil > 0 {
+		n.repl.Abstain(cfg.AbstainUntil)
+		n.log.Warn("repaired store: taking part in no election until the log is back", "until_lsn", cfg.AbstainUntil)
+	}
 
 	n.mu.Lock()
 	for _, p := range st.Peers {

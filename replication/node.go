@@ -165,6 +165,7 @@ type Node struct {
 
 	promise   Promise // the newest epoch promised, and to whom
 	seenEpoch uint64  // the newest epoch another server said it promised
+	abstain   uint64  // no campaign and no promise until the log reaches this LSN (Abstain)
 	role      Role
 	commit    uint64 // committed LSN, as far as this node knows
 	err       error  // the last failure of the Log
@@ -212,6 +213,20 @@ func (n *Node) SetPeers(peers []string) {
 	}
 }
 
+// Abstain keeps the node out of elections — no Campaign, no promise —
+// until its log reaches lsn. A server whose damaged store lost entries it
+// had acknowledged must not help elect a coordinator that lacks them: its
+// vote would count for a log it no longer holds.
+func (n *Node) Abstain(lsn uint64) { n.abstain = lsn }
+
+// abstaining reports whether Abstain still holds.
+func (n *Node) abstaining() bool {
+	if n.abstain > 0 && n.log.Last().LSN >= n.abstain {
+		n.abstain = 0
+	}
+	return n.abstain > 0
+}
+
 // Role returns what the node does now.
 func (n *Node) Role() Role { return n.role }
 
@@ -243,6 +258,9 @@ func (n *Node) Outbox() []Outgoing {
 // called.
 func (n *Node) Campaign(now time.Time) {
 	n.wantLead = true
+	if n.abstaining() {
+		return // Tick tries again
+	}
 	if n.role != Follower {
 		return // leading already, or campaigning (Tick starts over on timeout)
 	}
@@ -284,6 +302,9 @@ func (n *Node) savePromise(p Promise) bool {
 
 // HandlePrepare answers a candidate's Prepare.
 func (n *Node) HandlePrepare(m Prepare) PrepareReply {
+	if n.abstaining() {
+		return PrepareReply{From: n.cfg.Self, Promised: n.promise, Last: n.log.Last()}
+	}
 	if !n.promise.Allows(m.Epoch, m.Leader) || !n.savePromise(Promise{Epoch: m.Epoch, Leader: m.Leader}) {
 		return PrepareReply{From: n.cfg.Self, Promised: n.promise, Last: n.log.Last()}
 	}

@@ -176,6 +176,11 @@ func serverCommand() *cli.Command {
 			durationFlag("commit-timeout", d.Cluster.CommitTimeout, "how long a write waits to reach a majority before the client is told to retry"),
 			durationFlag("berkeley-interval", d.Cluster.BerkeleyInterval, "the coordinator syncs clocks at least this often"),
 			intFlag("berkeley-every", d.Cluster.BerkeleyEvery, "... and after this many requests (0: by time only)"),
+			intFlag("max-queued-per-client", d.MaxQueuedPerClient, "requests one client may have queued or being served; more are refused at once"),
+			intFlag("max-queued", d.MaxQueued, "requests queued in all"),
+			durationFlag("leave-timeout", d.LeaveTimeout, "on SIGTERM, how long to wait for the broker to acknowledge the goodbye"),
+			intFlag("max-reply", d.Limits.MaxReply, "bytes of one reply: history pages and lists are cut to fit (more: true)"),
+			boolFlag("repair-store", false, "alone (no --reference): start on a damaged store, keeping what is sound (with peers it always does)"),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -197,6 +202,9 @@ func serverCommand() *cli.Command {
 			cfg.Cluster.CommitTimeout = c.Duration("commit-timeout")
 			cfg.Cluster.BerkeleyInterval = c.Duration("berkeley-interval")
 			cfg.Cluster.BerkeleyEvery = c.Int("berkeley-every")
+			cfg.MaxQueuedPerClient, cfg.MaxQueued = c.Int("max-queued-per-client"), c.Int("max-queued")
+			cfg.LeaveTimeout, cfg.Limits.MaxReply = c.Duration("leave-timeout"), c.Int("max-reply")
+			cfg.RepairStore = c.Bool("repair-store")
 			cfg.Listen = c.String("listen")
 			cfg.BrokerBack = c.String("broker-back")
 			cfg.BrokerPub = c.String("broker-pub")
@@ -236,19 +244,21 @@ func brokerCommand() *cli.Command {
 			durationFlag("request-timeout", d.RequestTimeout, "wait after which a request is answered with an error"),
 			floatFlag("rate-limit", d.RateLimit.Rate, "requests per second allowed to each client (0: no limit)"),
 			intFlag("rate-burst", d.RateLimit.Burst, "requests a client may send at once above the rate"),
+			durationFlag("peer-check-interval", d.PeerCheckInterval, "how often closed server connections are looked for"),
+			intFlag("max-reply", d.MaxReply, "bytes of one reply a server may send back"),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
-			cfg := broker.Config{
-				Front: c.String("front"), Back: c.String("back"), PubIn: c.String("pub-in"), PubOut: c.String("pub-out"),
-				HeartbeatInterval: c.Duration("heartbeat-interval"),
-				ServerTimeout:     c.Duration("server-timeout"),
-				RequestTimeout:    c.Duration("request-timeout"),
-				RateLimit:         d.RateLimit,
-			}
+			cfg := d
+			cfg.Front, cfg.Back, cfg.PubIn, cfg.PubOut = c.String("front"), c.String("back"), c.String("pub-in"), c.String("pub-out")
+			cfg.HeartbeatInterval = c.Duration("heartbeat-interval")
+			cfg.ServerTimeout = c.Duration("server-timeout")
+			cfg.RequestTimeout = c.Duration("request-timeout")
+			cfg.PeerCheckInterval = c.Duration("peer-check-interval")
+			cfg.MaxReply = c.Int("max-reply")
 			cfg.RateLimit.Rate, cfg.RateLimit.Burst = c.Float64("rate-limit"), c.Int("rate-burst")
 			if err := cfg.Validate(); err != nil {
 				return usage(err)

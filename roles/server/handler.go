@@ -155,7 +155,7 @@ func (h *Handler) serve(ctx context.Context, req proto.Request, frame []byte, fo
 		return h.replayCommitted(ctx, req.Service, stored), nil
 	case err != nil && !isCheckFailure(err):
 		h.Log.Error("store write failed", "service", req.Service, "err", err)
-		return proto.ErrorReply(req.Service, "the server could not store the request; try again"), nil
+		return retryReply(req.Service, errors.New("the server could not store the request; try again")), nil
 	case err != nil:
 		return outcomeReply(req, err), nil
 	}

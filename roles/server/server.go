@@ -40,6 +40,9 @@ type Config struct {
 	BrokerSub  string // broker's publish-out, to hear coordinator announcements ("" : none)
 	Reference  string // the reference registry ("" : run alone, a cluster of one)
 	Advertise  string // endpoint peers use to reach Listen ("" : the bound address)
+	// RepairStore lets a server alone start on a damaged store, keeping
+	// what is sound (with peers it always does, and copies the rest).
+	RepairStore bool
 	DataDir    string // directory of the server's SQLite file
 	ClockSkew  time.Duration
 	Clock      clock.Source // physical time source (nil: the system clock)
@@ -130,6 +133,30 @@ func (c Config) Validate() error {
 		return err
 	}
 	return c.RateLimit.Validate()
+}
+
+// openStore opens the server's store. A damaged one (a corrupted change
+// log or SQLite file) is repaired when the server has peers to copy the
+// lost entries from: the damaged files are kept under <name>.db.damaged,
+// what is sound is kept, and the server takes part in no election until
+// it holds again everything it held (held, the LSN returned). A server
+// alone refuses to start, unless RepairStore says to repair anyway.
+func openStore(cfg Config, log *slog.Logger) (st *store.Store, held uint64, err error) {
+	scfg := store.DefaultConfig(filepath.Join(cfg.DataDir, cfg.Name+".db"))
+	st, err = store.Open(scfg)
+	var damaged *store.CorruptError
+	if !errors.As(err, &damaged) {
+		return st, 0, err
+	}
+	if cfg.Reference == "" && !cfg.RepairStore {
+		return nil, 0, fmt.Errorf("%w; a server alone has no peer to copy the lost entries from: start it with --repair-store to keep what is sound (the damaged files are kept under %s.damaged)", err, scfg.Path)
+	}
+	log.Error("the store is damaged: keeping what is sound and copying the rest from the coordinator", "err", err, "damaged_files", scfg.Path+".damaged")
+	if damaged.LSN > 0 {
+		st, err = store.OpenTruncated(scfg, damaged.LSN)
+		return st, damaged.Seen, err
+	}
+	return store.OpenRebuilt(scfg)
 }
 
 // clusterConfig is the cluster's config with the server's own fields
@@ -235,15 +262,15 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("server: data directory: %w", err)
 	}
-	st, err := store.Open(store.DefaultConfig(filepath.Join(cfg.DataDir, cfg.Name+".db")))
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, held, err := openStore(cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	lamport := &clock.Lamport{}
 	lamport.Observe(st.MaxClock()) // never back to 0 after a restart
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	log = logging.WithClock(log, lamport).With("server", cfg.Name)
 
 	// Close alone stops the server, in order (goodbye to the broker,
@@ -273,7 +300,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.Reference != "" && cfg.Advertise == "" {
 		log.Warn("no --advertise given: peers will reach this server at "+s.Addr()+", which works on this machine only", "listen", cfg.Listen)
 	}
-	s.node, err = cluster.Start(ctx, cfg.clusterConfig(s.Addr()), cluster.Deps{
+	cc := cfg.clusterConfig(s.Addr())
+	cc.AbstainUntil = held
+	s.node, err = cluster.Start(ctx, cc, cluster.Deps{
 		Store: st, Lamport: lamport, Clock: s.handler.Clock, Publish: s.publish, Log: log,
 	})
 	if err != nil {
