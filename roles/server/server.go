@@ -43,9 +43,9 @@ type Config struct {
 	// RepairStore lets a server alone start on a damaged store, keeping
 	// what is sound (with peers it always does, and copies the rest).
 	RepairStore bool
-	DataDir    string // directory of the server's SQLite file
-	ClockSkew  time.Duration
-	Clock      clock.Source // physical time source (nil: the system clock)
+	DataDir     string // directory of the server's SQLite file
+	ClockSkew   time.Duration
+	Clock       clock.Source // physical time source (nil: the system clock)
 
 	Workers           int              // requests served concurrently
 	Limits            proto.Limits     // request validation limits
