@@ -96,6 +96,8 @@ func (s *engine) gather(first []*entry) []*entry {
 			entries = append(entries, next...)
 		case <-linger.C:
 			return entries
+		case <-s.readerWaits:
+			return entries // a read waits for these: index them now
 		}
 	}
 	return entries
@@ -183,6 +185,12 @@ func (s *engine) waitIndexed() error {
 	target := s.ackedLSN.Load()
 	s.indexMu.Lock()
 	defer s.indexMu.Unlock()
+	if s.indexedLSN < target {
+		select { // cut the indexer's linger short
+		case s.readerWaits <- struct{}{}:
+		default:
+		}
+	}
 	for s.indexedLSN < target && !s.indexDone {
 		s.indexCond.Wait()
 	}

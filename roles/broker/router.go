@@ -207,10 +207,11 @@ func (r *router) fromServer(m zmq4.Msg) {
 // there.
 func (r *router) heartbeat(server string, body []byte) {
 	var name string
-	bye := false
+	bye, leader := false, false
 	if env, err := proto.Decode(body); err == nil {
 		name, _, _ = env.Data.String("", "user")
 		bye = env.Data["bye"] == true
+		leader = env.Data["leader"] == true
 	}
 	now := time.Now()
 	if bye {
@@ -223,6 +224,7 @@ func (r *router) heartbeat(server string, body []byte) {
 	if !bye {
 		joined, replaced = r.table.heard(server, name, true, now)
 	}
+	r.table.leads(server, leader && !bye)
 	left := bye && r.table.bye(server, now)
 	if joined || left || len(replaced) > 0 {
 		r.publishLive()

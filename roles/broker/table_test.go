@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"chat/proto"
 )
 
 func TestTableRoundRobinOverLiveServersOnly(t *testing.T) {
@@ -249,4 +251,36 @@ func join(s []string) string {
 		out += x
 	}
 	return out
+}
+
+// Writes go to the server that says it leads; reads stay round-robin; a
+// leader that is gone or no longer leads gets no special treatment.
+func TestTableWritesGoToTheLeader(t *testing.T) {
+	now := time.Unix(0, 0)
+	tb := newTable(3*time.Second, 10*time.Second)
+	for _, s := range []string{"a", "b", "c"} {
+		hb(tb, s, now)
+	}
+	tb.leads("c", true)
+	write := proto.Envelope{Service: proto.Publish, Data: proto.Data{}}.Encode()
+	read := proto.Envelope{Service: proto.History, Data: proto.Data{}}.Encode()
+	var writes, reads []string
+	for range 3 {
+		p, _ := tb.assign(nil, write, now)
+		writes = append(writes, p.server)
+		p, _ = tb.assign(nil, read, now)
+		reads = append(reads, p.server)
+	}
+	if join(writes) != "ccc" {
+		t.Errorf("writes went to %v, want all to the leader c", writes)
+	}
+	if join(reads) != "abc" {
+		t.Errorf("reads went to %v, want round-robin", reads)
+	}
+	tb.leads("c", false)
+	p, _ := tb.assign(nil, write, now)
+	p2, _ := tb.assign(nil, write, now)
+	if p.server == p2.server {
+		t.Errorf("with no leader, writes are not spread: %s, %s", p.server, p2.server)
+	}
 }

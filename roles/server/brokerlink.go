@@ -35,6 +35,10 @@ type brokerLink struct {
 	intake  *intake
 	handler *Handler // for the erro replies of refused requests
 	pubs    <-chan proto.Publication
+	// leading reports whether this server orders the cluster's writes: its
+	// heartbeats say so ("leader": true), and the broker sends it the
+	// writes, which other servers would only forward to it. nil: never.
+	leading func() bool
 
 	mu      sync.Mutex
 	cur     *linkSession // the session running now (nil: none)
@@ -55,6 +59,8 @@ func (l *brokerLink) heartbeat(bye bool) []byte {
 	d := proto.Data{"user": l.cfg.Name}
 	if bye {
 		d["bye"] = true
+	} else if l.leading != nil && l.leading() {
+		d["leader"] = true
 	}
 	return proto.Envelope{Service: "heartbeat", Data: d}.Encode()
 }
@@ -171,7 +177,6 @@ func (l *brokerLink) session(ctx context.Context) error {
 	tick := time.NewTicker(l.cfg.HeartbeatInterval)
 	defer tick.Stop()
 	suspect := false
-	hb := l.heartbeat(false)
 	for {
 		if back != nil && !l.isLeaving() { // after the goodbye, a heartbeat would take the server back
 			// The broker is declared gone only when it is still silent one
@@ -187,7 +192,7 @@ func (l *brokerLink) session(ctx context.Context) error {
 			} else {
 				suspect = false
 			}
-			if err := back.Send(zmq4.NewMsg(hb)); err != nil {
+			if err := back.Send(zmq4.NewMsg(l.heartbeat(false))); err != nil {
 				return fmt.Errorf("heartbeat to broker: %w", err)
 			}
 		}

@@ -320,7 +320,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.wg.Go(func() { s.readFront(ctx) })
 	if cfg.BrokerBack != "" || cfg.BrokerPub != "" {
-		s.link = &brokerLink{cfg: cfg, log: log, enqueue: s.enqueue, intake: s.intake, handler: s.handler, pubs: s.pubs}
+		s.link = &brokerLink{cfg: cfg, log: log, enqueue: s.enqueue, intake: s.intake, handler: s.handler, pubs: s.pubs, leading: s.node.Leading}
 		s.wg.Go(func() { s.link.run(ctx) })
 	}
 	log.Info("server started", "listen", s.Addr(), "broker_back", cfg.BrokerBack, "broker_pub", cfg.BrokerPub, "data", cfg.DataDir)
