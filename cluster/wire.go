@@ -75,11 +75,6 @@ type rawEnvelope struct {
 	Data    msgpack.RawMessage `msgpack:"data"`
 }
 
-// stamp is the clock of any data map.
-type stamp struct {
-	Clock uint64 `msgpack:"clock"`
-}
-
 // decodeMsg reads a frame of service into v (a pointer to the data
 // struct) and returns the sender's Lamport clock. A reply with status
 // "erro" is returned as an error with its description.
@@ -91,21 +86,21 @@ func decodeMsg(frame []byte, v any) (clock uint64, err error) {
 	if len(env.Data) == 0 {
 		return 0, errors.New("message has no data")
 	}
-	var st stamp
-	_ = msgpack.Unmarshal(env.Data, &st) // a missing or odd clock counts as 0
-	var status struct {
+	var head struct { // the clock, and an error reply's status, in one pass
+		Clock       uint64 `msgpack:"clock"`
 		Status      string `msgpack:"status"`
 		Description string `msgpack:"description"`
 	}
-	if msgpack.Unmarshal(env.Data, &status) == nil && status.Status == proto.StatusError {
-		return st.Clock, fmt.Errorf("%s: %s", env.Service, status.Description)
+	_ = msgpack.Unmarshal(env.Data, &head) // a missing or odd field counts as zero
+	if head.Status == proto.StatusError {
+		return head.Clock, fmt.Errorf("%s: %s", env.Service, head.Description)
 	}
 	if v != nil {
 		if err := msgpack.Unmarshal(env.Data, v); err != nil {
-			return st.Clock, fmt.Errorf("malformed %s message: %w", env.Service, err)
+			return head.Clock, fmt.Errorf("malformed %s message: %w", env.Service, err)
 		}
 	}
-	return st.Clock, nil
+	return head.Clock, nil
 }
 
 // Unwrap returns the client request inside a `forward` frame, and the

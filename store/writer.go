@@ -57,6 +57,11 @@ type syncBatch struct {
 	closing *os.File // set on a rotation marker: close this file once synced
 }
 
+// replicated reports whether the batch appends a coordinator's entries.
+func (b syncBatch) replicated() bool {
+	return len(b.reqs) > 0 && b.reqs[0].replicated != nil
+}
+
 // run is the writer goroutine. It appends batches until Close, then
 // appends what is still queued and hands over to the syncer.
 func (s *engine) run() {
@@ -296,8 +301,14 @@ func (s *engine) syncer() {
 	for first := range s.toSync {
 		batches := []syncBatch{first}
 		// Let more batches join this fsync until SyncInterval has passed
-		// since the last one: fewer, fuller fsyncs.
-		wait := time.NewTimer(max(0, s.cfg.SyncInterval-time.Since(lastSync)))
+		// since the last one — except for entries replicated from the
+		// coordinator: it sends the next ones only after this fsync, so
+		// waiting would only add to every write's latency.
+		pause := max(0, s.cfg.SyncInterval-time.Since(lastSync))
+		if first.replicated() {
+			pause = 0
+		}
+		wait := time.NewTimer(pause)
 	more:
 		for {
 			select {
