@@ -93,6 +93,9 @@ func newLogger(c *cli.Context) (*slog.Logger, error) {
 	}
 	log := logging.New(c.App.ErrWriter, logging.Options{JSON: c.Bool("log-json"), Level: level})
 	transport.SetLogger(log.With("role", "transport")) // peers refused or cut off, whichever socket
+	if err := transport.RaiseFileLimit(); err != nil {
+		log.Warn("could not raise the open-file limit", "err", err)
+	}
 	return log, nil
 }
 

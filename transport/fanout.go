@@ -10,7 +10,6 @@ import (
 	"net"
 	"slices"
 	"sync"
-	"sync/atomic"
 )
 
 // Fanout is an XPUB socket of our own, for the publishing side of the
@@ -25,24 +24,80 @@ import (
 // transport underneath does the rest: it refuses hostile peers, heartbeats
 // idle ones, and cuts off a subscriber that stops reading instead of
 // letting it slow the others.
+//
+// Subscribing, unsubscribing and matching a publication against one
+// subscriber cost O(1) map operations each (matching: one per prefix
+// length of the topic up to the subscriber's longest subscription), and
+// what one subscriber may hold is bounded (FanoutConfig). A subscriber
+// that disconnects stops costing anything at once: what it sent and is
+// not yet processed is dropped.
 type Fanout struct {
 	*peerServer
+	cfg FanoutConfig
 
 	mu   sync.Mutex
 	subs map[*fanoutSub]struct{} // subscribers whose handshake is done
 	buf  []byte                  // the message being published, under mu
 }
 
+// FanoutConfig bounds what one subscriber may ask of a Fanout.
+//
+// A subscription beyond MaxTopics distinct topics, or longer than
+// MaxTopicLen bytes, is ignored (ZeroMQ's subscribe has no way to say
+// no): the subscriber stays connected and keeps what it has, the first
+// one ignored is logged (once per subscriber) and each is counted
+// (GuardStats.SubscriptionsIgnored). Ignoring rather than cutting off: a
+// client that reconnects would only send the same subscriptions again.
+// The same topic subscribed twice counts once (and needs two
+// unsubscribes, as in ZeroMQ).
+type FanoutConfig struct {
+	MaxTopics   int // distinct subscriptions per subscriber (default 10,000)
+	MaxTopicLen int // bytes of one subscription (default 256)
+}
+
+// DefaultFanoutConfig returns the production limits.
+func DefaultFanoutConfig() FanoutConfig {
+	return FanoutConfig{MaxTopics: 10_000, MaxTopicLen: 256}
+}
+
+// Validate reports a config that cannot work.
+func (c FanoutConfig) Validate() error {
+	switch {
+	case c.MaxTopics <= 0:
+		return errors.New("fanout: MaxTopics must be > 0")
+	case c.MaxTopicLen <= 0:
+		return errors.New("fanout: MaxTopicLen must be > 0")
+	}
+	return nil
+}
+
 // fanoutSub is one connected subscriber.
 type fanoutSub struct {
-	conn   net.Conn
-	topics atomic.Pointer[[]string] // its subscriptions (a prefix each; "" matches all)
+	conn net.Conn
+	cfg  FanoutConfig
+
+	mu      sync.RWMutex
+	topics  map[string]int // its subscriptions (a prefix each; "" matches all) and how many times each
+	longest int            // no subscription is longer (reset when none is left)
+	warned  bool           // a subscription was ignored and logged (serve goroutine only)
+}
+
+func newFanoutSub(conn net.Conn, cfg FanoutConfig) *fanoutSub {
+	return &fanoutSub{conn: conn, cfg: cfg, topics: map[string]int{}}
 }
 
 // ListenFanout binds a Fanout to ep (tcp://host:port) over the guarded
-// transport.
+// transport, with DefaultFanoutConfig.
 func ListenFanout(ctx context.Context, ep string) (*Fanout, error) {
-	f := &Fanout{subs: map[*fanoutSub]struct{}{}}
+	return ListenFanoutConfig(ctx, ep, DefaultFanoutConfig())
+}
+
+// ListenFanoutConfig is ListenFanout with the limits given.
+func ListenFanoutConfig(ctx context.Context, ep string, cfg FanoutConfig) (*Fanout, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	f := &Fanout{cfg: cfg, subs: map[*fanoutSub]struct{}{}}
 	var err error
 	if f.peerServer, err = listenPeers(ctx, ep, f.serve); err != nil {
 		return nil, fmt.Errorf("fanout: %w", err)
@@ -91,8 +146,7 @@ func (f *Fanout) serve(conn net.Conn) {
 	if err := handshake(conn, r, "XPUB", "SUB", "XSUB"); err != nil {
 		return
 	}
-	s := &fanoutSub{conn: conn}
-	s.topics.Store(&[]string{})
+	s := newFanoutSub(conn, f.cfg)
 	f.mu.Lock()
 	f.subs[s] = struct{}{}
 	f.mu.Unlock()
@@ -101,22 +155,54 @@ func (f *Fanout) serve(conn net.Conn) {
 		delete(f.subs, s)
 		f.mu.Unlock()
 	}()
+	gc, _ := conn.(*guardConn)
+	inMsg := false // the last frame had MORE: this one is not a subscription
 	for {
-		flags, body, err := readFrame(r)
+		if gc != nil && gc.dead.Load() {
+			return // gone: what it sent and we have not read is no one's work
+		}
+		// Subscriptions longer than MaxTopicLen are skipped unread.
+		flags, body, err := readFrameMax(r, 1+s.cfg.MaxTopicLen)
+		more, part := flags&zFlagMore != 0, inMsg
+		if flags&zFlagCommand == 0 {
+			inMsg = more
+		}
+		if err == errFrameSkipped {
+			if !more && !part && flags&zFlagCommand == 0 {
+				s.ignored("longer than MaxTopicLen")
+			}
+			continue
+		}
 		if err != nil {
 			return
 		}
 		// The guard turns ZMTP 3.1 SUBSCRIBE and CANCEL commands into the
-		// 3.0 form: a message whose first byte is 1 (subscribe) or 0.
-		if flags&zFlagCommand != 0 || flags&zFlagMore != 0 || len(body) == 0 {
+		// 3.0 form: a message of one frame whose first byte is 1
+		// (subscribe) or 0 (unsubscribe).
+		if flags&zFlagCommand != 0 || more || part || len(body) == 0 {
 			continue
 		}
 		switch body[0] {
 		case 1:
-			s.subscribe(string(body[1:]))
+			if !s.subscribe(string(body[1:])) {
+				s.ignored("over MaxTopics")
+			}
 		case 0:
 			s.unsubscribe(string(body[1:]))
 		}
+	}
+}
+
+// ignored counts a subscription not taken, and logs the first one.
+func (s *fanoutSub) ignored(why string) {
+	gstats.subsIgnored.Add(1)
+	if s.warned {
+		return
+	}
+	s.warned = true
+	if l := guardLog.Load(); l != nil {
+		l.Warn("subscriptions ignored from now on: "+why+" (logged once per subscriber)",
+			"peer", s.conn.RemoteAddr().String(), "max_topics", s.cfg.MaxTopics, "max_topic_len", s.cfg.MaxTopicLen)
 	}
 }
 
@@ -149,6 +235,40 @@ func handshake(conn net.Conn, r *bufio.Reader, ours string, peers ...string) err
 	return nil
 }
 
+// errFrameSkipped: readFrameMax discarded a frame over its limit.
+var errFrameSkipped = errors.New("frame skipped")
+
+// readFrameMax is readFrame for frames of up to max bytes: a longer one is
+// discarded without being held in memory (errFrameSkipped, with its flags).
+func readFrameMax(r *bufio.Reader, max int) (flags byte, body []byte, err error) {
+	if flags, err = r.ReadByte(); err != nil {
+		return 0, nil, err
+	}
+	var size uint64
+	if flags&zFlagLong != 0 {
+		var b [8]byte
+		if _, err = io.ReadFull(r, b[:]); err != nil {
+			return 0, nil, err
+		}
+		size = binary.BigEndian.Uint64(b[:])
+	} else {
+		b, err := r.ReadByte()
+		if err != nil {
+			return 0, nil, err
+		}
+		size = uint64(b)
+	}
+	if size > uint64(max) {
+		if _, err := io.CopyN(io.Discard, r, int64(size)); err != nil {
+			return 0, nil, err
+		}
+		return flags, nil, errFrameSkipped
+	}
+	body = make([]byte, size)
+	_, err = io.ReadFull(r, body)
+	return flags, body, err
+}
+
 // readFrame reads one frame of a stream the guard has already checked.
 func readFrame(r *bufio.Reader) (flags byte, body []byte, err error) {
 	if flags, err = r.ReadByte(); err != nil {
@@ -174,8 +294,13 @@ func readFrame(r *bufio.Reader) (flags byte, body []byte, err error) {
 }
 
 func (s *fanoutSub) matches(topic []byte) bool {
-	for _, t := range *s.topics.Load() {
-		if len(topic) >= len(t) && string(topic[:len(t)]) == t {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if len(s.topics) == 0 {
+		return false
+	}
+	for n := min(len(topic), s.longest); n >= 0; n-- {
+		if _, ok := s.topics[string(topic[:n])]; ok { // no allocation: map lookup by []byte
 			return true
 		}
 	}
@@ -183,20 +308,30 @@ func (s *fanoutSub) matches(topic []byte) bool {
 }
 
 // subscribe adds a subscription; like ZeroMQ, the same one twice needs two
-// unsubscribes.
-func (s *fanoutSub) subscribe(t string) {
-	old := *s.topics.Load()
-	next := append(append(make([]string, 0, len(old)+1), old...), t)
-	s.topics.Store(&next)
+// unsubscribes. It returns false, changing nothing, when the subscription
+// is a new topic and the subscriber holds MaxTopics already.
+func (s *fanoutSub) subscribe(t string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, ok := s.topics[t]
+	if !ok && len(s.topics) >= s.cfg.MaxTopics {
+		return false
+	}
+	s.topics[t] = n + 1
+	s.longest = max(s.longest, len(t))
+	return true
 }
 
 func (s *fanoutSub) unsubscribe(t string) {
-	old := *s.topics.Load()
-	for i, x := range old {
-		if x == t {
-			next := append(append(make([]string, 0, len(old)-1), old[:i]...), old[i+1:]...)
-			s.topics.Store(&next)
-			return
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch n := s.topics[t]; {
+	case n > 1:
+		s.topics[t] = n - 1
+	case n == 1:
+		delete(s.topics, t)
+		if len(s.topics) == 0 {
+			s.longest = 0
 		}
 	}
 }

@@ -53,6 +53,11 @@ type guardConn struct {
 	inq    guardInQueue
 	hsDone bool // reader goroutine only
 
+	emitted int64                     // bytes handed to the stage so far (reader goroutine only)
+	hold    atomic.Pointer[largeHold] // the share of the frame budget of the large message in zmq4, if any
+	deadCh  chan struct{}             // closed by abort
+	lastOut atomic.Int64              // monoNow() of zmq4's last write (idle timeout)
+
 	waitSince atomic.Int64 // monoNow() while the reader waits on the network, else 0
 
 	// outbound: zmq4 -> flusher goroutine, all under wmu
@@ -67,7 +72,10 @@ type guardConn struct {
 	flushing      bool
 	closing       bool
 	closeDeadline time.Time
-	noMoreFlush   bool // set by Close before it waits for the goroutines
+	noMoreFlush   bool      // set by Close before it waits for the goroutines
+	outTotal      int64     // bytes ever appended to pending
+	flushedTotal  int64     // bytes ever written to the network
+	exempt        []outSpan // bodies of outgoing frames over LargeFrame not yet written
 
 	oPhase    int
 	oSwallow  bool // server: our greeting was already sent, drop zmq4's (after checking it)
@@ -100,10 +108,11 @@ type guardConn struct {
 	abortErr  error
 	closeOnce sync.Once
 	regID     string // identity registered with the listener
+	srcAddr   string // source address counted by the listener (MaxConnsPerAddr)
 }
 
 func newGuardConn(raw net.Conn, cfg GuardConfig, l *guardListener) *guardConn {
-	c := &guardConn{raw: raw, cfg: cfg, l: l, created: time.Now(), readerDone: make(chan struct{})}
+	c := &guardConn{raw: raw, cfg: cfg, l: l, created: time.Now(), readerDone: make(chan struct{}), deadCh: make(chan struct{})}
 	c.wcond.L = &c.wmu
 	c.inq.init(guardInboundMax)
 	c.br = bufio.NewReaderSize(guardRawReader{c}, guardReadBuf)
@@ -187,6 +196,7 @@ func (c *guardConn) classify(err error) error {
 
 // emit implements zSink.
 func (c *guardConn) emit(b []byte) error {
+	c.emitted += int64(len(b))
 	for len(b) > 0 {
 		room := cap(c.stage) - len(c.stage)
 		if room == 0 {
@@ -276,6 +286,55 @@ func (c *guardConn) command(name string, data []byte) error {
 	return nil
 }
 
+// large implements zSink: a frame of size bytes (over LargeFrame) comes
+// next. Its header is handed to zmq4 (which then allocates size bytes)
+// only once the previous large message of this connection has left zmq4
+// and the frame has its share of the budget; meanwhile this connection is
+// not read (its peer is paused, not cut off).
+func (c *guardConn) large(size int64) error {
+	if err := c.flush(); err != nil { // zmq4 must be able to finish the previous one
+		return err
+	}
+	if h := c.hold.Load(); h != nil {
+		select {
+		case <-h.done:
+		case <-c.deadCh:
+			return c.err()
+		}
+	}
+	b := &dialBudget
+	if c.l != nil {
+		b = &c.l.budget
+	}
+	if !b.acquire(size, c.cfg.LargeFrameBudget, c.deadCh) {
+		return c.err()
+	}
+	h := &largeHold{b: b, n: size, done: make(chan struct{})}
+	c.hold.Store(h)
+	if c.dead.Load() { // abort may have looked before the Store
+		h.release()
+		return c.err()
+	}
+	gstats.largeFrames.Add(1)
+	return nil
+}
+
+// largeDone implements zSink: the large message ends with the bytes
+// emitted so far; its share is released when zmq4 reads past them. zmq4
+// reads every socket but REQ from a goroutine per connection that queues
+// each message for the application before it reads the next: its share
+// is kept until then. A REQ socket reads in the application's Recv: the
+// message is the application's once read.
+func (c *guardConn) largeDone() error {
+	if h := c.hold.Load(); h != nil {
+		c.wmu.Lock()
+		inRecv := c.localType == "REQ"
+		c.wmu.Unlock()
+		c.inq.setMark(c.emitted, inRecv, h.release)
+	}
+	return nil
+}
+
 // Read hands zmq4 the validated inbound stream.
 func (c *guardConn) Read(p []byte) (int, error) { return c.inq.read(p) }
 
@@ -288,14 +347,15 @@ func (c *guardConn) Write(p []byte) (int, error) {
 	if c.dead.Load() {
 		return 0, c.err()
 	}
+	c.lastOut.Store(monoNow())
 	c.wmu.Lock()
-	if c.pendingLen+c.inflight+len(p) > c.cfg.MaxPending && c.outReady {
+	err := c.trackLocked(p)
+	if err == nil && c.outReady && c.overPendingLocked() {
 		c.wmu.Unlock()
 		v := violation(&gstats.slow, "slow consumer: more than %d bytes pending", c.cfg.MaxPending)
 		c.abort(v)
 		return 0, c.err()
 	}
-	err := c.trackLocked(p)
 	if err == nil {
 		c.kickLocked()
 	}
@@ -305,6 +365,28 @@ func (c *guardConn) Write(p []byte) (int, error) {
 		return 0, c.err()
 	}
 	return len(p), nil
+}
+
+// outSpan is the stream offsets [start, end) of one outgoing frame body.
+type outSpan struct{ start, end int64 }
+
+// overPendingLocked: more is queued for the peer than MaxPending allows.
+// The bodies of frames over LargeFrame do not count (one large message
+// must go out whole, even to a peer with other messages queued), but the
+// whole queue may not exceed MaxPending plus the largest message.
+func (c *guardConn) overPendingLocked() bool {
+	queued := int64(c.pendingLen + c.inflight)
+	if queued > int64(c.cfg.MaxPending)+c.cfg.maxMessage() {
+		return true
+	}
+	if queued <= int64(c.cfg.MaxPending) {
+		return false
+	}
+	var exempt int64
+	for _, sp := range c.exempt {
+		exempt += min(sp.end, c.outTotal) - max(sp.start, c.flushedTotal)
+	}
+	return queued-exempt > int64(c.cfg.MaxPending)
 }
 
 // trackLocked appends p to pending while following zmq4's frame structure,
@@ -372,6 +454,9 @@ func (c *guardConn) trackLocked(p []byte) error {
 				c.oMore = flags&zFlagMore != 0
 			}
 			c.oBodyLeft = size
+			if size > c.cfg.LargeFrame && flags&zFlagCommand == 0 {
+				c.exempt = append(c.exempt, outSpan{c.outTotal, c.outTotal + size})
+			}
 			if size == 0 {
 				c.injectLocked()
 			}
@@ -461,7 +546,7 @@ func (c *guardConn) injectLocked() {
 		c.injPing = false
 		gstats.pingsSent.Add(1)
 	}
-	if c.pendingLen+c.inflight > c.cfg.MaxPending {
+	if c.overPendingLocked() {
 		// e.g. a PING flood from a peer that does not read our PONGs
 		c.abort(violation(&gstats.slow, "slow consumer: more than %d bytes pending", c.cfg.MaxPending))
 		return
@@ -498,6 +583,17 @@ func (c *guardConn) flushLoop() {
 		_, err := bufs.WriteTo(c.raw) // one writev for many small frames
 
 		c.wmu.Lock()
+		if err == nil {
+			c.flushedTotal += int64(c.inflight)
+			// forget the large frame bodies written out
+			i := 0
+			for i < len(c.exempt) && c.exempt[i].end <= c.flushedTotal {
+				i++
+			}
+			if i > 0 {
+				c.exempt = append(c.exempt[:0], c.exempt[i:]...)
+			}
+		}
 		c.inflight = 0
 		for i, ch := range c.flushList {
 			if cap(ch) == guardWChunk && len(c.wfree) < guardWFree {
@@ -526,6 +622,7 @@ func (c *guardConn) flushLoop() {
 // outLocked appends b to the pending chunks.
 func (c *guardConn) outLocked(b []byte) {
 	c.pendingLen += len(b)
+	c.outTotal += int64(len(b))
 	for len(b) > 0 {
 		n := len(c.pending)
 		if n == 0 || len(c.pending[n-1]) == cap(c.pending[n-1]) {
@@ -550,47 +647,70 @@ func (c *guardConn) outLocked(b []byte) {
 // ---- heartbeat ----
 
 func (c *guardConn) startHeartbeat() {
-	if !c.pingable {
-		// Plain zmq4 (ZMTP 3.0, no marker) would hand a PING to the
-		// application: never PING it; TCP keepalive covers vanished hosts.
+	// Plain zmq4 (ZMTP 3.0, no marker) would hand a PING to the
+	// application: it is never PINGed; TCP keepalive covers vanished
+	// hosts, and the idle timeout (accepted connections) silent ones.
+	if !c.pingable && c.l == nil {
 		return
+	}
+	c.lastOut.Store(monoNow())
+	first := c.cfg.HeartbeatIvl
+	if !c.pingable {
+		first = c.cfg.IdleTimeout
 	}
 	c.hbmu.Lock()
 	if !c.hbStopped {
-		c.hbTimer = time.AfterFunc(c.cfg.HeartbeatIvl, c.heartbeat)
+		c.hbTimer = time.AfterFunc(first, c.heartbeat)
 	}
 	c.hbmu.Unlock()
 }
 
 // heartbeat measures inbound silence only while the reader is actually
 // waiting for the network: a reader paused because zmq4 is not consuming is
-// our slowness, not the peer's.
+// our slowness, not the peer's. On an accepted connection it also closes a
+// peer idle both ways for IdleTimeout (a PINGed peer's PONG is traffic).
 func (c *guardConn) heartbeat() {
 	if c.dead.Load() {
 		return
 	}
 	cfg := c.cfg
-	next := cfg.HeartbeatIvl
-	if ws := c.waitSince.Load(); ws != 0 {
-		silent := time.Duration(monoNow() - ws)
-		switch {
-		case silent >= cfg.HeartbeatTimeout:
-			c.abort(violation(&gstats.hbTimeouts, "no traffic from peer for %v", silent.Round(time.Millisecond)))
+	now := monoNow()
+	ws := c.waitSince.Load()
+	var next time.Duration
+	if c.l != nil {
+		idle := time.Duration(0)
+		if ws != 0 {
+			idle = min(time.Duration(now-ws), time.Duration(now-c.lastOut.Load()))
+		}
+		if idle >= cfg.IdleTimeout {
+			c.abort(violation(&gstats.idleTimeouts, "idle for %v: nothing received or sent (IdleTimeout)", idle.Round(time.Millisecond)))
 			return
-		case silent >= cfg.HeartbeatIvl:
-			c.hbmu.Lock()
-			ping := c.pingedFor != ws
-			c.pingedFor = ws
-			c.hbmu.Unlock()
-			if ping {
-				c.wmu.Lock()
-				c.injPing = true
-				c.injectLocked()
-				c.wmu.Unlock()
+		}
+		next = cfg.IdleTimeout - idle
+	}
+	if c.pingable {
+		next = cfg.HeartbeatIvl
+		if ws != 0 {
+			silent := time.Duration(now - ws)
+			switch {
+			case silent >= cfg.HeartbeatTimeout:
+				c.abort(violation(&gstats.hbTimeouts, "no traffic from peer for %v", silent.Round(time.Millisecond)))
+				return
+			case silent >= cfg.HeartbeatIvl:
+				c.hbmu.Lock()
+				ping := c.pingedFor != ws
+				c.pingedFor = ws
+				c.hbmu.Unlock()
+				if ping {
+					c.wmu.Lock()
+					c.injPing = true
+					c.injectLocked()
+					c.wmu.Unlock()
+				}
+				next = cfg.HeartbeatTimeout - silent
+			default:
+				next = cfg.HeartbeatIvl - silent
 			}
-			next = cfg.HeartbeatTimeout - silent
-		default:
-			next = cfg.HeartbeatIvl - silent
 		}
 	}
 	c.hbmu.Lock()
@@ -620,6 +740,10 @@ func (c *guardConn) abort(err error) {
 			logViolation(c.raw.RemoteAddr().String(), v)
 		}
 		_ = c.raw.Close()
+		close(c.deadCh)
+		if h := c.hold.Load(); h != nil {
+			h.release() // zmq4 drops the unfinished message (or has it already)
+		}
 		c.inq.fail(err)
 		c.hbmu.Lock()
 		c.hbStopped = true
@@ -674,6 +798,37 @@ type guardInQueue struct {
 	limit    int
 	err      error // set by fail: returned once drained; push fails
 	free     [][]byte
+	readN    int64 // bytes read by zmq4 so far
+	mark     int64 // onMark runs once readN >= mark: at the next read call, or at once if markNow
+	markNow  bool
+	onMark   func() // nil: no mark
+}
+
+// setMark arranges for fn to run when zmq4 next reads after consuming the
+// first n bytes of the stream (zmq4 reads a connection from one goroutine
+// that hands each whole message on before reading the next one, so by
+// then the message ending at n has left zmq4's reader), or, with now, as
+// soon as it has consumed them.
+func (q *guardInQueue) setMark(n int64, now bool, fn func()) {
+	q.mu.Lock()
+	if q.readN >= n {
+		// consumed already (and zmq4 may be waiting in read): release now
+		q.mu.Unlock()
+		fn()
+		return
+	}
+	q.mark, q.markNow, q.onMark = n, now, fn
+	q.mu.Unlock()
+}
+
+// takeMarkLocked returns the mark's function if it is due.
+func (q *guardInQueue) takeMarkLocked(atCall bool) func() {
+	if q.onMark == nil || q.readN < q.mark || !atCall && !q.markNow {
+		return nil
+	}
+	fn := q.onMark
+	q.onMark = nil
+	return fn
 }
 
 func (q *guardInQueue) init(limit int) {
@@ -741,7 +896,18 @@ func (q *guardInQueue) read(p []byte) (int, error) {
 		return 0, nil
 	}
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	if fn := q.takeMarkLocked(true); fn != nil {
+		q.mu.Unlock()
+		fn()
+		q.mu.Lock()
+	}
+	var due func()
+	defer func() {
+		q.mu.Unlock()
+		if due != nil {
+			due()
+		}
+	}()
 	for q.size == 0 && q.err == nil {
 		q.notEmpty.Wait()
 	}
@@ -765,6 +931,8 @@ func (q *guardInQueue) read(p []byte) (int, error) {
 		}
 	}
 	q.size -= n
+	q.readN += int64(n)
+	due = q.takeMarkLocked(false)
 	if wasFull && q.size < q.limit {
 		q.notFull.Signal()
 	}

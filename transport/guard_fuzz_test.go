@@ -20,6 +20,8 @@ func (s *fuzzSink) ready(props []zProp, _, _ byte) ([]byte, error) {
 	return encodeReady(props), nil
 }
 func (s *fuzzSink) command(string, []byte) error { return nil }
+func (s *fuzzSink) large(int64) error            { return nil }
+func (s *fuzzSink) largeDone() error             { return nil }
 
 // strictSink fails on anything zmq4 must never see.
 type strictSink struct{}
@@ -29,6 +31,8 @@ func (strictSink) flush() error      { return nil }
 func (strictSink) ready(props []zProp, _, _ byte) ([]byte, error) {
 	return encodeReady(props), nil
 }
+func (strictSink) large(int64) error { return nil }
+func (strictSink) largeDone() error  { return nil }
 func (strictSink) command(name string, _ []byte) error {
 	return errors.New("command " + name + " leaked to zmq4")
 }
@@ -36,6 +40,7 @@ func (strictSink) command(name string, _ []byte) error {
 func fuzzConfig() GuardConfig {
 	c := DefaultGuardConfig()
 	c.MaxFrame = 64 << 10
+	c.LargeFrame = 16 << 10
 	c.MaxMetadata = 4 << 10
 	return c
 }

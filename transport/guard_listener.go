@@ -18,20 +18,35 @@ type guardListener struct {
 	loopDone chan struct{}
 	once     sync.Once
 
-	mu     sync.Mutex
-	closed bool
-	pre    map[*guardConn]struct{} // not yet handed to zmq4
-	ids    map[string]*guardConn   // routing identities of live conns
+	budget frameBudget // for large frames (GuardConfig.LargeFrameBudget)
+
+	mu        sync.Mutex
+	closed    bool
+	pre       map[*guardConn]struct{} // not yet handed to zmq4
+	ids       map[string]*guardConn   // routing identities of live conns
+	perAddr   map[string]int          // live conns per source address
+	refusedAt map[string]refusalLog   // per address: when a refusal was last logged
 }
+
+// refusalLog rate-limits the log of refused connections per address.
+type refusalLog struct {
+	at     time.Time // last line logged
+	silent int       // refusals since, not logged
+}
+
+// refusalLogEvery is how often refusals of one address are logged.
+const refusalLogEvery = time.Minute
 
 func newGuardListener(inner net.Listener) *guardListener {
 	l := &guardListener{
-		inner:    inner,
-		ready:    make(chan *guardConn),
-		done:     make(chan struct{}),
-		loopDone: make(chan struct{}),
-		pre:      map[*guardConn]struct{}{},
-		ids:      map[string]*guardConn{},
+		inner:     inner,
+		ready:     make(chan *guardConn),
+		done:      make(chan struct{}),
+		loopDone:  make(chan struct{}),
+		pre:       map[*guardConn]struct{}{},
+		ids:       map[string]*guardConn{},
+		perAddr:   map[string]int{},
+		refusedAt: map[string]refusalLog{},
 	}
 	go l.acceptLoop()
 	return l
@@ -57,17 +72,30 @@ func (l *guardListener) acceptLoop() {
 		}
 		backoff = 0
 		cfg := CurrentGuardConfig()
-		setKeepAlive(raw, cfg)
 		gstats.accepted.Add(1)
-		c := newGuardConn(raw, cfg, l)
+		addr := sourceAddr(raw.RemoteAddr())
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
 			_ = raw.Close()
 			return
 		}
+		if n := l.perAddr[addr]; n >= cfg.MaxConnsPerAddr {
+			line := l.refusedLocked(addr)
+			l.mu.Unlock()
+			_ = raw.Close()
+			gstats.addrRefused.Add(1)
+			if line != nil {
+				line(n)
+			}
+			continue
+		}
+		l.perAddr[addr]++
+		c := newGuardConn(raw, cfg, l)
+		c.srcAddr = addr
 		l.pre[c] = struct{}{}
 		l.mu.Unlock()
+		setKeepAlive(raw, cfg)
 		c.start()
 	}
 }
@@ -151,9 +179,53 @@ func (l *guardListener) register(c *guardConn, id []byte) []byte {
 	return id
 }
 
+// sourceAddr is the address connections are counted by: the peer's IP.
+func sourceAddr(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}
+
+// refusedLocked records a refusal of addr and returns the function that
+// logs it, or nil when addr was logged less than a minute ago.
+func (l *guardListener) refusedLocked(addr string) func(n int) {
+	now := time.Now()
+	r, seen := l.refusedAt[addr]
+	if seen && now.Sub(r.at) < refusalLogEvery {
+		r.silent++
+		l.refusedAt[addr] = r
+		return nil
+	}
+	if len(l.refusedAt) >= 4096 { // forget the addresses not refused for a minute
+		for a, r := range l.refusedAt {
+			if now.Sub(r.at) >= refusalLogEvery {
+				delete(l.refusedAt, a)
+			}
+		}
+	}
+	l.refusedAt[addr] = refusalLog{at: now}
+	local := l.inner.Addr().String()
+	return func(n int) {
+		if lg := guardLog.Load(); lg != nil {
+			lg.Warn("connections refused: too many from one address (MaxConnsPerAddr); logged once a minute per address",
+				"peer", addr, "listener", local, "open", n, "refused_unlogged_last_minute", r.silent)
+		}
+	}
+}
+
 // release forgets c (called once, when c dies).
 func (l *guardListener) release(c *guardConn) {
 	l.mu.Lock()
+	if c.srcAddr != "" {
+		if l.perAddr[c.srcAddr]--; l.perAddr[c.srcAddr] <= 0 {
+			delete(l.perAddr, c.srcAddr)
+		}
+	}
 	delete(l.pre, c)
 	if c.regID != "" && l.ids[c.regID] == c {
 		delete(l.ids, c.regID)

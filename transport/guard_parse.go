@@ -18,6 +18,12 @@ type zSink interface {
 	ready(props []zProp, major, minor byte) ([]byte, error)
 	// command is called for PING, PONG and ERROR (name and data after it).
 	command(name string, data []byte) error
+	// large is called before a frame over LargeFrame (from a request-reply
+	// peer) is handed on; it may wait for memory.
+	large(size int64) error
+	// largeDone is called once the message holding that frame has been
+	// handed on whole.
+	largeDone() error
 }
 
 const (
@@ -36,13 +42,26 @@ type zParser struct {
 	phase    int
 	inMsg    bool  // the last data frame had MORE
 	msgBytes int64 // bytes of the current multipart message so far
+	largeMsg bool  // the current message has a frame over LargeFrame
+	frameMax int64 // largest data frame from this peer (by its socket type)
+	msgMax   int64 // largest message from this peer
+	peerType string
 	hdr      [9]byte
 	major    byte // peer's ZMTP version
 	minor    byte
 }
 
 func newZParser(br *bufio.Reader, cfg GuardConfig, sink zSink) *zParser {
-	return &zParser{br: br, cfg: cfg, sink: sink}
+	return &zParser{br: br, cfg: cfg, sink: sink, frameMax: cfg.MaxFrame, msgMax: cfg.maxMessage()}
+}
+
+// isReqRep: the socket types that send requests (and replies to them).
+func isReqRep(socketType string) bool {
+	switch socketType {
+	case "REQ", "REP", "DEALER", "ROUTER":
+		return true
+	}
+	return false
 }
 
 // need returns the next n (<= buffer size) bytes without consuming them.
@@ -136,8 +155,11 @@ func (p *zParser) header() (byte, int64, error) {
 	} else {
 		size = binary.BigEndian.Uint64(b[1:9])
 	}
-	if size > uint64(p.cfg.MaxFrame) {
-		return 0, 0, violation(&gstats.oversized, "frame of %d bytes > MaxFrame %d", size, p.cfg.MaxFrame)
+	if size > uint64(p.frameMax) {
+		if p.frameMax < p.cfg.MaxFrame {
+			return 0, 0, violation(&gstats.oversized, "frame of %d bytes > LargeFrame %d (the limit for a %s peer)", size, p.frameMax, p.peerType)
+		}
+		return 0, 0, violation(&gstats.oversized, "frame of %d bytes > MaxFrame %d", size, p.frameMax)
 	}
 	_, _ = p.br.Discard(hl)
 	return flags, int64(size), nil
@@ -190,6 +212,11 @@ func (p *zParser) readyCmd() error {
 	if err != nil {
 		return err
 	}
+	st, _ := findProp(props, zPropSocketType)
+	p.peerType = string(st)
+	if !isReqRep(p.peerType) {
+		p.frameMax, p.msgMax = p.cfg.LargeFrame, p.cfg.maxOtherMessage()
+	}
 	p.phase = pFrames
 	return p.sink.emit(out)
 }
@@ -203,8 +230,17 @@ func (p *zParser) frame() error {
 		return p.commandFrame(flags, size)
 	}
 	p.msgBytes += size + 64
-	if p.msgBytes > p.cfg.maxMessage() {
-		return violation(&gstats.oversized, "message larger than %d bytes", p.cfg.maxMessage())
+	if p.msgBytes > p.msgMax {
+		return violation(&gstats.oversized, "message larger than %d bytes", p.msgMax)
+	}
+	if size > p.cfg.LargeFrame {
+		if p.largeMsg {
+			return violation(&gstats.oversized, "a second frame over LargeFrame %d in one message", p.cfg.LargeFrame)
+		}
+		if err := p.sink.large(size); err != nil {
+			return err
+		}
+		p.largeMsg = true
 	}
 	p.inMsg = flags&zFlagMore != 0
 	if !p.inMsg {
@@ -233,6 +269,10 @@ func (p *zParser) frame() error {
 		}
 		_, _ = p.br.Discard(n)
 		left -= int64(n)
+	}
+	if p.largeMsg && !p.inMsg {
+		p.largeMsg = false
+		return p.sink.largeDone()
 	}
 	return nil
 }
@@ -264,7 +304,7 @@ func (p *zParser) commandFrame(flags byte, size int64) error {
 		if name == "CANCEL" {
 			op = 0
 		}
-		if int64(len(data))+1 > p.cfg.MaxFrame {
+		if int64(len(data))+1 > p.frameMax {
 			return violation(&gstats.oversized, "subscription larger than MaxFrame")
 		}
 		gstats.subCmd.Add(1)

@@ -520,6 +520,12 @@ func TestGuardConfigValidate(t *testing.T) {
 		func(c *GuardConfig) { c.HeartbeatIvl = 0 },
 		func(c *GuardConfig) { c.HeartbeatTimeout = c.HeartbeatIvl },
 		func(c *GuardConfig) { c.MaxMessage = 1 },
+		func(c *GuardConfig) { c.MaxFrame = 1<<40 + 1 },
+		func(c *GuardConfig) { c.LargeFrame = 0 },
+		func(c *GuardConfig) { c.LargeFrame = c.MaxFrame + 1 },
+		func(c *GuardConfig) { c.LargeFrameBudget = c.MaxFrame - 1 },
+		func(c *GuardConfig) { c.MaxConnsPerAddr = 0 },
+		func(c *GuardConfig) { c.IdleTimeout = c.HeartbeatTimeout },
 	}
 	for i, edit := range bad {
 		c := DefaultGuardConfig()
@@ -529,6 +535,17 @@ func TestGuardConfigValidate(t *testing.T) {
 		}
 		if SetGuardConfig(c) == nil {
 			t.Errorf("case %d: SetGuardConfig accepted an invalid config", i)
+		}
+	}
+	if err := DefaultFanoutConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []FanoutConfig{{MaxTopics: 0, MaxTopicLen: 1}, {MaxTopics: 1, MaxTopicLen: 0}} {
+		if c.Validate() == nil {
+			t.Errorf("invalid fanout config accepted: %+v", c)
+		}
+		if _, err := ListenFanoutConfig(t.Context(), "tcp://127.0.0.1:0", c); err == nil {
+			t.Errorf("ListenFanoutConfig accepted %+v", c)
 		}
 	}
 }

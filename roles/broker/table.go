@@ -194,13 +194,15 @@ func (t *table) leave(s *server) {
 // A write (login, channel, publish, message) goes to the server that
 // orders the cluster's writes, when one is live: any other would forward
 // it there (measured: a third fewer syscalls per write with three
-// servers). Reads are spread round-robin.
+// servers). Reads are spread round-robin, and so is everything while a
+// standard REP server is live (a mixed lab: each implementation keeps its
+// own data, and the standard's broker spreads every request).
 func (t *table) assign(route [][]byte, body []byte, now time.Time) (p *pending, ok bool) {
 	if len(t.ring) == 0 {
 		return nil, false
 	}
 	var id string
-	if t.leader != "" && isWrite(body) && slices.Contains(t.ring, t.leader) {
+	if t.leader != "" && isWrite(body) && slices.Contains(t.ring, t.leader) && !t.anyREP() {
 		id = t.leader
 	} else {
 		t.next %= len(t.ring)
@@ -211,6 +213,16 @@ func (t *table) assign(route [][]byte, body []byte, now time.Time) (p *pending, 
 	p = &pending{seq: t.seq, server: id, rep: t.servers[id].rep, route: route, body: body, sent: now, deadline: now.Add(t.requestTimeout)}
 	t.pending[p.seq] = p
 	return p, true
+}
+
+// anyREP reports whether a REP server (another implementation) is live.
+func (t *table) anyREP() bool {
+	for _, id := range t.ring {
+		if t.servers[id].rep {
+			return true
+		}
+	}
+	return false
 }
 
 // leads records whether server id says it orders the cluster's writes.

@@ -232,6 +232,11 @@ func (l *brokerLink) readBack(fail context.CancelCauseFunc, sess *linkSession, l
 		if len(r.Route) >= 2 {
 			client = "broker\x00" + string(r.Route[1])
 		}
+		if lim := l.cfg.Limits.MaxRequest; lim > 0 && len(r.Body) > lim {
+			reply, _ := l.handler.Handle(context.Background(), r.Body) // too large: answered now, never queued
+			back.Send(r.Reply(reply))
+			continue
+		}
 		if !l.intake.take(client) {
 			back.Send(r.Reply(l.handler.Refuse(r.Body, tooMany(l.cfg.MaxQueuedPerClient))))
 			continue

@@ -424,6 +424,13 @@ func (s *Server) readFront(ctx context.Context) {
 					"rate limit: at most %g requests per second per client; slow down", s.cfg.RateLimit.Rate))))
 				continue
 			}
+			if lim := s.cfg.Limits.MaxRequest; lim > 0 && len(r.Body) > lim {
+				// Answered now ("request is N bytes, the limit is M"),
+				// never queued: it could hold up to 16 MiB.
+				reply, _ := s.handler.Handle(ctx, r.Body)
+				s.front.Send(r.Reply(reply))
+				continue
+			}
 			client = "front\x00" + string(id)
 			if !s.intake.take(client) {
 				s.front.Send(r.Reply(s.handler.Refuse(r.Body, tooMany(s.cfg.MaxQueuedPerClient))))

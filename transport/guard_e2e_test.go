@@ -1,0 +1,112 @@
+package transport_test
+
+// Issue 9, end to end: a request over the frame limit of old (1 MiB), sent
+// by a raw ZMTP 3.1 client (what libzmq speaks), reaches a real server,
+// directly and through a real broker, and is answered with the server's
+// own error; the broker keeps its server.
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"chat/internal/clustertest"
+	"chat/internal/zmtptest"
+	"chat/proto"
+	"chat/transport"
+)
+
+func TestLargeRequestAnsweredByServer(t *testing.T) {
+	c := clustertest.Start(t, 1)
+	lim := proto.DefaultLimits()
+	hostPort := func(ep string) string { return strings.TrimPrefix(ep, "tcp://") }
+	before := transport.Stats()
+	for _, target := range []struct{ name, ep string }{
+		{"server", c.Servers[0].Addr()},
+		{"broker", c.Broker.FrontAddr()},
+	} {
+		for _, n := range []int{1<<20 + 100, 16 << 20} {
+			t.Run(fmt.Sprintf("%s/%d", target.name, n), func(t *testing.T) {
+				p := zmtptest.Dial(t, hostPort(target.ep))
+				p.Handshake(t, 1, "REQ")
+				start := time.Now()
+				reply, err := request(p, publish(n), 30*time.Second)
+				if err != nil {
+					t.Fatalf("no answer to a %d-byte request: %v", n, err)
+				}
+				env, err := proto.Decode(reply)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := fmt.Sprintf("request is %d bytes, the limit is %d", n, lim.MaxRequest)
+				if env.Data["status"] != proto.StatusError || env.Data["description"] != want {
+					t.Fatalf("reply %v, want the error %q", env.Data, want)
+				}
+				t.Logf("answered %q in %v", want, time.Since(start).Round(time.Millisecond))
+				// the connection, and the broker's link to its server, go on
+				if reply, err = request(p, proto.Envelope{Service: proto.Users, Data: proto.Data{}}.Encode(), 10*time.Second); err != nil {
+					t.Fatalf("next request: %v", err)
+				}
+				if env, err := proto.Decode(reply); err != nil || env.Data["status"] == proto.StatusError {
+					t.Fatalf("next request answered %v (%v)", env.Data, err)
+				}
+			})
+		}
+	}
+	if live := c.Broker.LiveServers(); len(live) != 1 {
+		t.Fatalf("the broker lost its server: live %v", live)
+	}
+	if after := transport.Stats(); after.Refused() != before.Refused() {
+		t.Fatalf("the guard cut connections off: %+v, before %+v", after, before)
+	}
+}
+
+// publish is a publish request of exactly n bytes (n >= 128 KiB).
+func publish(n int) []byte {
+	enc := func(k int) []byte {
+		return proto.Envelope{Service: "publish", Data: proto.Data{
+			"user": "alice", "channel": "geral", "message": strings.Repeat("x", k),
+		}}.Encode()
+	}
+	return enc(n - len(enc(1<<17)) + 1<<17)
+}
+
+// request sends body as a REQ does and returns the reply body, answering
+// the guard's PINGs meanwhile.
+func request(p *zmtptest.Peer, body []byte, timeout time.Duration) ([]byte, error) {
+	sent := make(chan error, 1)
+	go func() {
+		_ = p.Conn.SetWriteDeadline(time.Now().Add(timeout))
+		_, err := p.Conn.Write(append(zmtptest.Frame(nil, false, true), zmtptest.Frame(body, false, false)...))
+		sent <- err
+	}()
+	_ = p.Conn.SetReadDeadline(time.Now().Add(timeout))
+	defer p.Conn.SetReadDeadline(time.Time{})
+	var frames [][]byte
+	for {
+		f, err := p.ReadFrame()
+		if err != nil {
+			<-sent
+			return nil, err
+		}
+		if f.Cmd {
+			if bytes.HasPrefix(f.Body, []byte("\x04PING")) {
+				p.Conn.Write(zmtptest.Frame([]byte("\x04PONG"), true, false))
+			}
+			continue
+		}
+		frames = append(frames, f.Body)
+		if !f.More {
+			break
+		}
+	}
+	if err := <-sent; err != nil {
+		return nil, err
+	}
+	if len(frames) != 2 || len(frames[0]) != 0 {
+		return nil, fmt.Errorf("reply of %d frames, want [empty][body]", len(frames))
+	}
+	return frames[1], nil
+}
