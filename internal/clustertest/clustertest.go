@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"chat/internal/poll"
 	"chat/logging"
 	"chat/roles/broker"
 	"chat/roles/server"
@@ -111,13 +112,7 @@ func (c *Cluster) close() {
 // WaitFor polls cond until it holds, or fails the test after timeout.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.WaitFor(t, timeout, what, cond)
 }
 
 // Output collects what several goroutines write, safe to read meanwhile.

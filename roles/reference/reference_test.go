@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"go.uber.org/goleak"
 
+	"chat/internal/poll"
 	"chat/logging"
 	"chat/proto"
 	"chat/transport"
@@ -23,18 +24,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// waitFor polls cond until it holds, or fails the test after timeout.
-// (internal/clustertest has the same helper, but it imports the server and
-// the store, which this package does not need.)
+// waitFor is poll.WaitFor.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.WaitFor(t, timeout, what, cond)
 }
 
 // testLog is a logger for the test: into buf (nil: nowhere), and to stderr

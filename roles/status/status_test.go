@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"chat/clock"
+	"chat/internal/poll"
 	"chat/proto"
 	"chat/roles/reference"
 	"chat/transport"
@@ -24,18 +25,10 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// waitFor polls cond until it holds, or fails the test after timeout.
-// (internal/clustertest has the same helper, but it imports the server and
-// the store, which this package does not need.)
+// waitFor is poll.WaitFor.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.WaitFor(t, timeout, what, cond)
 }
 
 var at = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
