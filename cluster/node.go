@@ -191,6 +191,9 @@ func (n *Node) setRankLocked(rank int) {
 	if n.bully != nil && n.bullyRank() == rank {
 		return
 	}
+	if n.abstaining() {
+		return // no election until the repaired store is back (run starts it)
+	}
 	ecfg := n.cfg.Election
 	ecfg.Self, ecfg.Rank = n.cfg.Name, rank
 	now := time.Now()
@@ -199,6 +202,20 @@ func (n *Node) setRankLocked(rank int) {
 	n.log.Info("starting an election")
 	n.bully.Start(now)
 	n.afterLocked(now)
+}
+
+// abstaining reports whether this server still copies back what its
+// repaired store lost (Config.AbstainUntil): until then it runs no
+// election and answers none, so it cannot win one it could not lead.
+func (n *Node) abstaining() bool {
+	if n.cfg.AbstainUntil == 0 {
+		return false
+	}
+	if lsn, _ := n.deps.Store.Last(); lsn >= n.cfg.AbstainUntil {
+		n.cfg.AbstainUntil = 0
+		return false
+	}
+	return true
 }
 
 // bullyRank is the rank the election machine was made with.
@@ -283,6 +300,10 @@ func (n *Node) run() {
 			return
 		case now := <-tick.C:
 			n.mu.Lock()
+			if n.bully == nil && n.state.Rank > 0 && !n.abstaining() {
+				n.log.Info("the repaired store is back: taking part in elections again")
+				n.setRankLocked(n.state.Rank)
+			}
 			if n.bully != nil {
 				n.bully.Tick(now)
 			}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -100,6 +101,13 @@ func (n *Node) serve(service string, frame []byte) (any, error) {
 		var m electionMsg
 		if err := observe(&m); err != nil {
 			return nil, err
+		}
+		n.mu.Lock()
+		abstaining := n.abstaining()
+		n.mu.Unlock()
+		if abstaining && service == ServiceElection {
+			// No OK: the asker must not wait for this server to lead.
+			return nil, errors.New("this server is copying back what its damaged store lost: it takes no part in elections yet")
 		}
 		n.stepElection(service, m, now)
 		if service == ServiceElection {

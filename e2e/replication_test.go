@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,5 +196,53 @@ func TestReplicatedRequestIDAcrossServers(t *testing.T) {
 	msgs := callOK(t, s1, proto.History, proto.Data{"channel": "lab"})["messages"].([]any)
 	if len(msgs) != 1 {
 		t.Fatalf("a publish retried on 4 servers and after a failover is stored %d times: %v", len(msgs), msgs)
+	}
+}
+
+// A server whose database was damaged comes back repaired (it keeps what
+// is sound and copies the rest) without stalling the cluster: while it
+// copies, it takes part in no election, even though it has the highest
+// rank; once it holds everything again it takes over.
+func TestReplicatedRepairedServerDoesNotStallTheCluster(t *testing.T) {
+	c := clustertest.StartReplicated(t, 3, nil)
+	b := newClient(t, c.Broker.FrontAddr())
+	wantStatus(t, callOK(t, b, proto.Login, proto.Data{"user": "ana"}), proto.StatusSuccess)
+	wantStatus(t, callOK(t, b, proto.Channel, proto.Data{"channel": "lab"}), proto.StatusSuccess)
+	text := strings.Repeat("x", 1000)
+	for i := range 600 {
+		wantStatus(t, callOK(t, b, proto.Publish, proto.Data{"user": "ana", "channel": "lab", "message": fmt.Sprint(i, text)}), proto.StatusOK)
+	}
+	c.Stop(2)
+	c.WaitLeader(5 * time.Second)
+	db := filepath.Join(c.Configs[2].DataDir, "server-3.db")
+	f, err := os.OpenFile(db, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := f.Stat()
+	junk := make([]byte, 4096)
+	for i := range junk {
+		junk[i] = 0xa5
+	}
+	for off := int64(8192); off+4096 < fi.Size(); off += 8 * 4096 {
+		f.WriteAt(junk, off) // damage every 8th page from the third on
+	}
+	f.Close()
+
+	c.Start(2)
+	// The cluster keeps a coordinator and takes writes meanwhile...
+	for i := range 5 {
+		wantStatus(t, callOK(t, b, proto.Publish, proto.Data{"user": "ana", "channel": "lab", "message": fmt.Sprint("after ", i)}), proto.StatusOK)
+	}
+	// ... and server-3, repaired and whole again, leads.
+	clustertest.WaitFor(t, 15*time.Second, "the repaired server-3 to lead", func() bool { return c.Leader() == 2 })
+	if _, err := os.Stat(db + ".damaged"); err != nil {
+		t.Errorf("the damaged files were not kept: %v", err)
+	}
+	s3 := direct(t, c, 2)
+	d := callOK(t, s3, proto.History, proto.Data{"channel": "lab", "limit": 10})
+	msgs, _ := d["messages"].([]any)
+	if len(msgs) == 0 || msgs[len(msgs)-1].(map[string]any)["message"] != "after 4" {
+		t.Fatalf("server-3 repaired does not serve the newest post: %v", d)
 	}
 }
