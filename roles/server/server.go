@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -101,6 +102,9 @@ func (c Config) Validate() error {
 		return errors.New("server: a name is required (--name)")
 	case proto.ValidName(c.Name, c.Limits.MaxName) != nil:
 		return fmt.Errorf("server: bad name %q: %v", c.Name, proto.ValidName(c.Name, c.Limits.MaxName))
+	case strings.ContainsAny(c.Name, `/\`) || c.Name == "." || c.Name == "..":
+		// The name is also the data files' name: it must stay inside --data.
+		return fmt.Errorf("server: bad name %q: a server name cannot contain / or \\, nor be . or ..", c.Name)
 	case c.Listen == "":
 		return errors.New("server: a listen endpoint is required (--listen)")
 	case c.DataDir == "":
