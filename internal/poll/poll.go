@@ -5,6 +5,8 @@
 package poll
 
 import (
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -22,4 +24,25 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(Interval)
 	}
+}
+
+// Output collects what several goroutines (or a child process) write,
+// safe for the test to read meanwhile: what WaitFor conditions often look
+// into.
+type Output struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (o *Output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+// String returns everything written so far.
+func (o *Output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
 }

@@ -1,7 +1,6 @@
 package reference
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -32,7 +31,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 
 // testLog is a logger for the test: into buf (nil: nowhere), and to stderr
 // when CHAT_TEST_LOG is set.
-func testLog(buf *syncBuffer) *slog.Logger {
+func testLog(buf *poll.Output) *slog.Logger {
 	var handlers []slog.Handler
 	if buf != nil {
 		handlers = append(handlers, logging.New(buf, logging.Options{Level: slog.LevelDebug}).Handler())
@@ -44,23 +43,6 @@ func testLog(buf *syncBuffer) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return slog.New(slog.NewMultiHandler(handlers...))
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // fakeClock is a clock.Source the test moves by hand.
@@ -176,7 +158,7 @@ func isError(env proto.Envelope) bool {
 }
 
 func TestEveryService(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &poll.Output{}
 	r := start(t, testConfig(t.TempDir()), testLog(logs))
 	c := dial(t, r.Addr())
 
@@ -306,7 +288,7 @@ func TestRestartOnTheSameDataKeepsRanks(t *testing.T) {
 }
 
 func TestSilentServersLeaveTheList(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &poll.Output{}
 	fake := &fakeClock{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
 	cfg := testConfig(t.TempDir())
 	cfg.Clock = fake

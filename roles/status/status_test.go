@@ -317,24 +317,6 @@ func TestSnapshotFailures(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the test to read while Run writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestRunWatchRedrawsUntilCancelled(t *testing.T) {
 	ref := startReference(t)
 	good := startFake(t, ours)
@@ -344,7 +326,7 @@ func TestRunWatchRedrawsUntilCancelled(t *testing.T) {
 	cfg.Watch, cfg.Interval = true, 20*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &lockedBuffer{}
+	out := &poll.Output{}
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, out) }()
 	waitFor(t, 10*time.Second, "three snapshots", func() bool { return strings.Count(out.String(), "reference tcp://") >= 3 })
