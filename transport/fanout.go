@@ -241,22 +241,9 @@ var errFrameSkipped = errors.New("frame skipped")
 // readFrameMax is readFrame for frames of up to max bytes: a longer one is
 // discarded without being held in memory (errFrameSkipped, with its flags).
 func readFrameMax(r *bufio.Reader, max int) (flags byte, body []byte, err error) {
-	if flags, err = r.ReadByte(); err != nil {
+	flags, size, err := readFrameHeader(r)
+	if err != nil {
 		return 0, nil, err
-	}
-	var size uint64
-	if flags&zFlagLong != 0 {
-		var b [8]byte
-		if _, err = io.ReadFull(r, b[:]); err != nil {
-			return 0, nil, err
-		}
-		size = binary.BigEndian.Uint64(b[:])
-	} else {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, nil, err
-		}
-		size = uint64(b)
 	}
 	if size > uint64(max) {
 		if _, err := io.CopyN(io.Discard, r, int64(size)); err != nil {
@@ -271,26 +258,32 @@ func readFrameMax(r *bufio.Reader, max int) (flags byte, body []byte, err error)
 
 // readFrame reads one frame of a stream the guard has already checked.
 func readFrame(r *bufio.Reader) (flags byte, body []byte, err error) {
-	if flags, err = r.ReadByte(); err != nil {
+	flags, size, err := readFrameHeader(r)
+	if err != nil {
 		return 0, nil, err
-	}
-	var size uint64
-	if flags&zFlagLong != 0 {
-		var b [8]byte
-		if _, err = io.ReadFull(r, b[:]); err != nil {
-			return 0, nil, err
-		}
-		size = binary.BigEndian.Uint64(b[:])
-	} else {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, nil, err
-		}
-		size = uint64(b)
 	}
 	body = make([]byte, size) // size <= GuardConfig.MaxFrame, checked by the guard
 	_, err = io.ReadFull(r, body)
 	return flags, body, err
+}
+
+// readFrameHeader reads a frame's flags and body size (short or long form).
+func readFrameHeader(r *bufio.Reader) (flags byte, size uint64, err error) {
+	if flags, err = r.ReadByte(); err != nil {
+		return 0, 0, err
+	}
+	if flags&zFlagLong != 0 {
+		var b [8]byte
+		if _, err = io.ReadFull(r, b[:]); err != nil {
+			return 0, 0, err
+		}
+		return flags, binary.BigEndian.Uint64(b[:]), nil
+	}
+	b, err := r.ReadByte()
+	if err != nil {
+		return 0, 0, err
+	}
+	return flags, uint64(b), nil
 }
 
 func (s *fanoutSub) matches(topic []byte) bool {
