@@ -688,11 +688,9 @@ func (w *world) announced(ev *event) {
 
 // --- clients and faults ---
 
-func (w *world) clientWrite() {
-	if w.calm {
-		return
-	}
-	w.schedule(event{at: w.now.Add(w.exp(w.opt.WriteEvery)), kind: evWrite})
+// randomUp returns a server that is up, chosen by the seeded generator
+// (nil, and no draw, when none is).
+func (w *world) randomUp() *server {
 	var up []*server
 	for _, s := range w.servers {
 		if s.up {
@@ -700,9 +698,20 @@ func (w *world) clientWrite() {
 		}
 	}
 	if len(up) == 0 {
+		return nil
+	}
+	return up[w.rng.IntN(len(up))]
+}
+
+func (w *world) clientWrite() {
+	if w.calm {
 		return
 	}
-	s := up[w.rng.IntN(len(up))]
+	w.schedule(event{at: w.now.Add(w.exp(w.opt.WriteEvery)), kind: evWrite})
+	s := w.randomUp()
+	if s == nil {
+		return
+	}
 	w.res.Writes++
 	if s.n.Role() != replication.Leader {
 		w.res.Refused++
@@ -730,16 +739,10 @@ func (w *world) crash() {
 		return
 	}
 	w.schedule(event{at: w.now.Add(w.exp(w.opt.CrashEvery)), kind: evCrash})
-	var up []*server
-	for _, s := range w.servers {
-		if s.up {
-			up = append(up, s)
-		}
-	}
-	if len(up) == 0 {
+	s := w.randomUp()
+	if s == nil {
 		return
 	}
-	s := up[w.rng.IntN(len(up))]
 	w.res.Crashes++
 	w.tracef("%s: crash", s.name)
 	s.up, s.m, s.n = false, nil, nil
