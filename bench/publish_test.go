@@ -70,22 +70,8 @@ func measure(b *testing.B, ep string) float64 {
 	ctx := context.Background()
 	var next, acked atomic.Int64
 	var wg sync.WaitGroup
-	frames := make([][]byte, clients)
-	conns := make([]*transport.Client, clients)
-	for i := range clients {
-		c, err := transport.NewClient(transport.DefaultClientConfig(ep), nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		conns[i] = c
-		frames[i] = proto.Envelope{Service: proto.Publish, Data: proto.Data{
-			"user": fmt.Sprintf("bench-%d", i), "channel": "bench", "message": "a message of a typical length, some sixty bytes long",
-		}}.Stamp(time.Now(), 1).Encode()
-		if _, err := c.Do(ctx, frames[i]); err != nil { // connect and warm up
-			b.Fatal(err)
-		}
-	}
+	conns, frames, closeAll := publishClients(b, ep, clients)
+	defer closeAll()
 	start := time.Now()
 	for i := range clients {
 		wg.Go(func() {
@@ -107,6 +93,33 @@ func measure(b *testing.B, ep string) float64 {
 		b.Fatalf("%d of %d requests acknowledged", acked.Load(), requestsPerRun)
 	}
 	return float64(requestsPerRun) / elapsed.Seconds()
+}
+
+// publishClients connects n request clients to ep, each with its own
+// publish frame, and warms each up with one request. closeAll closes them.
+func publishClients(b *testing.B, ep string, n int) (conns []*transport.Client, frames [][]byte, closeAll func()) {
+	b.Helper()
+	closeAll = func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for i := range n {
+		c, err := transport.NewClient(transport.DefaultClientConfig(ep), nil)
+		if err != nil {
+			closeAll()
+			b.Fatal(err)
+		}
+		conns = append(conns, c)
+		frames = append(frames, proto.Envelope{Service: proto.Publish, Data: proto.Data{
+			"user": fmt.Sprintf("bench-%d", i), "channel": "bench", "message": "a message of a typical length, some sixty bytes long",
+		}}.Stamp(time.Now(), 1).Encode())
+		if _, err := c.Do(context.Background(), frames[i]); err != nil { // connect and warm up
+			closeAll()
+			b.Fatal(err)
+		}
+	}
+	return conns, frames, closeAll
 }
 
 // startEcho starts the baseline: a ROUTER on the same transport whose one

@@ -315,22 +315,8 @@ func measureFor(b *testing.B, ep string, d time.Duration, stores ...*store.Store
 	ctx := context.Background()
 	var acked, refused, lost atomic.Int64
 	var wg sync.WaitGroup
-	frames := make([][]byte, clients)
-	conns := make([]*transport.Client, clients)
-	for i := range clients {
-		c, err := transport.NewClient(transport.DefaultClientConfig(ep), nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		conns[i] = c
-		frames[i] = proto.Envelope{Service: proto.Publish, Data: proto.Data{
-			"user": fmt.Sprintf("bench-%d", i), "channel": "bench", "message": "a message of a typical length, some sixty bytes long",
-		}}.Stamp(time.Now(), 1).Encode()
-		if _, err := c.Do(ctx, frames[i]); err != nil { // connect and warm up
-			b.Fatal(err)
-		}
-	}
+	conns, frames, closeAll := publishClients(b, ep, clients)
+	defer closeAll()
 	before := make([]store.Stats, len(stores))
 	for i, st := range stores {
 		before[i] = st.Stats()
