@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"chat/clock"
 	"chat/election"
 	"chat/logging"
@@ -595,11 +593,7 @@ func (n *Node) Forward(ctx context.Context, frame []byte) ([]byte, error) {
 	if err != nil {
 		return nil, retryf("the coordinator %s did not answer (%v); try again", leader, err)
 	}
-	var env rawEnvelope
-	if err := msgpack.Unmarshal(reply, &env); err != nil {
-		return nil, retryf("the coordinator's answer was malformed; try again")
-	}
-	return reply, nil
+	return reply, nil // the handler decodes it (a malformed one becomes a retry)
 }
 
 // ReadBarrier returns once this server holds every write acknowledged

@@ -189,11 +189,10 @@ func (h *Handler) forward(ctx context.Context, service string, frame []byte) pro
 	if err != nil {
 		return retryReply(service, err)
 	}
-	env, err := proto.Decode(reply)
+	env, err := proto.Decode(reply) // its clock is merged already (cluster.Node.Forward)
 	if err != nil {
 		return retryReply(service, fmt.Errorf("the coordinator's answer was malformed; try again"))
 	}
-	h.Lamport.Observe(env.Data.Clock())
 	return env
 }
 
