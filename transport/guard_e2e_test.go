@@ -6,7 +6,6 @@ package transport_test
 // own error; the broker keeps its server.
 
 import (
-	"bytes"
 	"fmt"
 	"strings"
 	"testing"
@@ -32,7 +31,7 @@ func TestLargeRequestAnsweredByServer(t *testing.T) {
 				p := zmtptest.Dial(t, hostPort(target.ep))
 				p.Handshake(t, 1, "REQ")
 				start := time.Now()
-				reply, err := request(p, publish(n), 30*time.Second)
+				reply, err := p.Request(publish(n), 30*time.Second)
 				if err != nil {
 					t.Fatalf("no answer to a %d-byte request: %v", n, err)
 				}
@@ -46,7 +45,7 @@ func TestLargeRequestAnsweredByServer(t *testing.T) {
 				}
 				t.Logf("answered %q in %v", want, time.Since(start).Round(time.Millisecond))
 				// the connection, and the broker's link to its server, go on
-				if reply, err = request(p, proto.Envelope{Service: proto.Users, Data: proto.Data{}}.Encode(), 10*time.Second); err != nil {
+				if reply, err = p.Request(proto.Envelope{Service: proto.Users, Data: proto.Data{}}.Encode(), 10*time.Second); err != nil {
 					t.Fatalf("next request: %v", err)
 				}
 				if env, err := proto.Decode(reply); err != nil || env.Data["status"] == proto.StatusError {
@@ -71,42 +70,4 @@ func publish(n int) []byte {
 		}}.Encode()
 	}
 	return enc(n - len(enc(1<<17)) + 1<<17)
-}
-
-// request sends body as a REQ does and returns the reply body, answering
-// the guard's PINGs meanwhile.
-func request(p *zmtptest.Peer, body []byte, timeout time.Duration) ([]byte, error) {
-	sent := make(chan error, 1)
-	go func() {
-		_ = p.Conn.SetWriteDeadline(time.Now().Add(timeout))
-		_, err := p.Conn.Write(append(zmtptest.Frame(nil, false, true), zmtptest.Frame(body, false, false)...))
-		sent <- err
-	}()
-	_ = p.Conn.SetReadDeadline(time.Now().Add(timeout))
-	defer p.Conn.SetReadDeadline(time.Time{})
-	var frames [][]byte
-	for {
-		f, err := p.ReadFrame()
-		if err != nil {
-			<-sent
-			return nil, err
-		}
-		if f.Cmd {
-			if bytes.HasPrefix(f.Body, []byte("\x04PING")) {
-				p.Conn.Write(zmtptest.Frame([]byte("\x04PONG"), true, false))
-			}
-			continue
-		}
-		frames = append(frames, f.Body)
-		if !f.More {
-			break
-		}
-	}
-	if err := <-sent; err != nil {
-		return nil, err
-	}
-	if len(frames) != 2 || len(frames[0]) != 0 {
-		return nil, fmt.Errorf("reply of %d frames, want [empty][body]", len(frames))
-	}
-	return frames[1], nil
 }

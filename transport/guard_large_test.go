@@ -86,46 +86,6 @@ func publishOfSize(t testing.TB, n int) []byte {
 	return b
 }
 
-// rawRequest sends body as a REQ would ([empty][body]) on a raw ZMTP 3.1
-// peer (libzmq's version: it is PINGed, and answers) and returns the reply
-// body, or an error when the connection is closed first.
-func rawRequest(t testing.TB, p *zmtptest.Peer, body []byte, timeout time.Duration) ([]byte, error) {
-	t.Helper()
-	sent := make(chan error, 1)
-	go func() {
-		_ = p.Conn.SetWriteDeadline(time.Now().Add(timeout))
-		_, err := p.Conn.Write(append(zmtptest.Frame(nil, false, true), zmtptest.Frame(body, false, false)...))
-		sent <- err
-	}()
-	_ = p.Conn.SetReadDeadline(time.Now().Add(timeout))
-	defer p.Conn.SetReadDeadline(time.Time{})
-	var frames [][]byte
-	for {
-		f, err := p.ReadFrame()
-		if err != nil {
-			<-sent
-			return nil, fmt.Errorf("after %d frames of the reply: %w", len(frames), err)
-		}
-		if f.Cmd {
-			if bytes.HasPrefix(f.Body, []byte("\x04PING")) {
-				p.Conn.Write(zmtptest.Frame([]byte("\x04PONG"), true, false))
-			}
-			continue
-		}
-		frames = append(frames, f.Body)
-		if !f.More {
-			break
-		}
-	}
-	if err := <-sent; err != nil {
-		return nil, fmt.Errorf("sending: %w", err)
-	}
-	if len(frames) != 2 || len(frames[0]) != 0 {
-		return nil, fmt.Errorf("reply is %d frames, want [empty][body]", len(frames))
-	}
-	return frames[1], nil
-}
-
 // logCapture collects what the guard logs.
 type logCapture struct {
 	mu  sync.Mutex
@@ -163,7 +123,7 @@ func TestGuardLargeRequestAnswered(t *testing.T) {
 			p := zmtptest.Dial(t, sockAddr(srv))
 			p.Handshake(t, 1, "REQ")
 			start := time.Now()
-			reply, err := rawRequest(t, p, publishOfSize(t, n), 20*time.Second)
+			reply, err := p.Request(publishOfSize(t, n), 20*time.Second)
 			if err != nil {
 				t.Fatalf("a %d-byte request got no answer (%v after %v): silence", n, err, time.Since(start).Round(time.Millisecond))
 			}
@@ -177,7 +137,7 @@ func TestGuardLargeRequestAnswered(t *testing.T) {
 			}
 			t.Logf("%d bytes: answered %q in %v", n, want, time.Since(start).Round(time.Millisecond))
 			// the same connection goes on serving
-			reply, err = rawRequest(t, p, publishOfSize(t, 1010), 5*time.Second)
+			reply, err = p.Request(publishOfSize(t, 1010), 5*time.Second)
 			if err != nil {
 				t.Fatalf("connection not usable after the large request: %v", err)
 			}

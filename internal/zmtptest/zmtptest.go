@@ -167,3 +167,42 @@ func (p *Peer) ClosedWithin(d time.Duration) bool {
 	var ne net.Error
 	return err == nil || !(errors.As(err, &ne) && ne.Timeout())
 }
+
+// Request sends body as a REQ does ([empty][body]) and returns the reply's
+// body, answering the other side's PINGs meanwhile; an error when the
+// connection fails or closes first, or the reply is not [empty][body].
+func (p *Peer) Request(body []byte, timeout time.Duration) ([]byte, error) {
+	sent := make(chan error, 1)
+	go func() {
+		_ = p.Conn.SetWriteDeadline(time.Now().Add(timeout))
+		_, err := p.Conn.Write(append(Frame(nil, false, true), Frame(body, false, false)...))
+		sent <- err
+	}()
+	_ = p.Conn.SetReadDeadline(time.Now().Add(timeout))
+	defer p.Conn.SetReadDeadline(time.Time{})
+	var frames [][]byte
+	for {
+		f, err := p.ReadFrame()
+		if err != nil {
+			<-sent
+			return nil, fmt.Errorf("after %d frames of the reply: %w", len(frames), err)
+		}
+		if f.Cmd {
+			if bytes.HasPrefix(f.Body, []byte("\x04PING")) {
+				p.Conn.Write(Frame([]byte("\x04PONG"), true, false))
+			}
+			continue
+		}
+		frames = append(frames, f.Body)
+		if !f.More {
+			break
+		}
+	}
+	if err := <-sent; err != nil {
+		return nil, fmt.Errorf("sending: %w", err)
+	}
+	if len(frames) != 2 || len(frames[0]) != 0 {
+		return nil, fmt.Errorf("reply is %d frames, want [empty][body]", len(frames))
+	}
+	return frames[1], nil
+}
