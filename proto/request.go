@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"encoding/base64"
 	"encoding/binary"
 	"math"
 	"strconv"
@@ -84,6 +85,7 @@ func eachEntry(m []byte, fn func(key string, value []byte)) (isMap, stringKeys b
 // may use; nil when absent. Unknown fields are ignored.
 type rawFields struct {
 	user, channel, message, src, dst, peer, requestID, timestamp, clock, limit, before []byte
+	password, publicKey, token                                                         []byte
 }
 
 func (f *rawFields) set(key string, value []byte) {
@@ -113,6 +115,12 @@ func (f *rawFields) set(key string, value []byte) {
 		f.limit = value
 	case "before":
 		f.before = value
+	case "password":
+		f.password = value
+	case "public_key":
+		f.publicKey = value
+	case "token":
+		f.token = value
 	}
 }
 
@@ -130,6 +138,16 @@ func (f *rawFields) request(r Request, lim Limits) (Request, error) {
 	switch r.Service {
 	case Login:
 		r.User = p.name("user", f.user)
+		r.Password = p.secret("password", f.password)
+		r.PublicKey = p.publicKey(f.publicKey)
+	case Logout:
+		r.User = p.name("user", f.user)
+		r.Token = p.secret("token", f.token)
+		if r.Token == "" {
+			p.fail("field \"token\" is required")
+		}
+	case Whois:
+		r.User = p.name("user", f.user)
 	case Users, Channels:
 	case Channel:
 		r.Channel = p.name("channel", f.channel)
@@ -137,11 +155,14 @@ func (f *rawFields) request(r Request, lim Limits) (Request, error) {
 		r.User = p.name("user", f.user)
 		r.Channel = p.name("channel", f.channel)
 		r.Text = p.text("message", f.message)
+		r.Token = p.secret("token", f.token)
 	case Message:
 		r.Src = p.name("src", f.src)
 		r.Dst = p.name("dst", f.dst)
 		r.Text = p.text("message", f.message)
+		r.Token = p.secret("token", f.token)
 	case History:
+		r.Token = p.secret("token", f.token)
 		if f.channel != nil {
 			r.Channel = p.name("channel", f.channel)
 		} else {
@@ -206,6 +227,41 @@ func (p *rawParser) text(key string, v []byte) string {
 	}
 	return s
 }
+
+// secret reads an optional password or token: absent is "", present it
+// must be a non-empty string of at most MaxSecret bytes.
+func (p *rawParser) secret(key string, v []byte) string {
+	if v == nil {
+		return ""
+	}
+	s := p.str(key, v)
+	switch {
+	case p.err != nil:
+	case s == "":
+		p.fail("field %q is empty", key)
+	case p.lim.MaxSecret > 0 && len(s) > p.lim.MaxSecret:
+		p.fail("field %q is %d bytes, the limit is %d", key, len(s), p.lim.MaxSecret)
+	}
+	return s
+}
+
+// publicKey reads an optional public key: the standard base64 of a
+// 32-byte X25519 public key.
+func (p *rawParser) publicKey(v []byte) string {
+	if v == nil {
+		return ""
+	}
+	s := p.str("public_key", v)
+	if p.err == nil {
+		if raw, err := base64.StdEncoding.DecodeString(s); err != nil || len(raw) != PublicKeySize {
+			p.fail("field \"public_key\" must be the standard base64 of a %d-byte X25519 public key", PublicKeySize)
+		}
+	}
+	return s
+}
+
+// PublicKeySize is the size of an X25519 public key, in bytes.
+const PublicKeySize = 32
 
 func (p *rawParser) optionalInt(key string, v []byte) int64 {
 	if v == nil {

@@ -16,6 +16,9 @@ const (
 	Publish  = "publish"
 	Message  = "message"
 	History  = "history"
+	// Accounts extension (see docs/PROTOCOL.md, "Accounts").
+	Logout = "logout"
+	Whois  = "whois"
 )
 
 // Limits bounds what a request may carry. They are configuration: every
@@ -33,6 +36,8 @@ type Limits struct {
 	// broker's back end and front, a client) must accept frames of this
 	// size plus routing; 0 means no bound.
 	MaxReply int
+	// MaxSecret bounds a password or a token, in bytes (accounts).
+	MaxSecret int
 }
 
 // ReplyOverhead is room a reply needs besides its list of messages or
@@ -41,7 +46,7 @@ const ReplyOverhead = 256
 
 // DefaultLimits returns the limits used unless configured otherwise.
 func DefaultLimits() Limits {
-	return Limits{MaxName: 64, MaxMessage: 4096, MaxRequest: 64 << 10, DefaultHistory: 50, MaxHistoryLimit: 500, MaxReply: 512 << 10}
+	return Limits{MaxName: 64, MaxMessage: 4096, MaxRequest: 64 << 10, DefaultHistory: 50, MaxHistoryLimit: 500, MaxReply: 512 << 10, MaxSecret: 1024}
 }
 
 // LargestMessage is the most bytes one stored message takes in a history
@@ -86,6 +91,11 @@ type Request struct {
 	Peer    string // history of a DM conversation: the other user
 	Limit   int    // history: how many messages (0: default)
 	Before  int64  // history: only messages with a smaller id (0: newest)
+
+	// Accounts extension.
+	Password  string // login: the name's password ("" : none)
+	PublicKey string // login: standard base64 of a 32-byte X25519 public key ("" : none)
+	Token     string // publish, message, history, logout: the login's token ("" : none)
 }
 
 // Author returns the user a request speaks for ("" when it speaks for no

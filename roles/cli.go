@@ -184,6 +184,8 @@ func serverCommand() *cli.Command {
 			durationFlag("leave-timeout", d.LeaveTimeout, "on SIGTERM, how long to wait for the broker to acknowledge the goodbye"),
 			intFlag("max-reply", d.Limits.MaxReply, "bytes of one reply: history pages and lists are cut to fit (more: true)"),
 			boolFlag("repair-store", false, "alone (no --reference): start on a damaged store, keeping what is sound (with peers it always does)"),
+			boolFlag("require-accounts", false, "refuse names not claimed with a password (login without password, publish/message/DM history as an unclaimed name)"),
+			durationFlag("token-ttl", d.Accounts.TokenTTL, "how long the token of a password login is valid"),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -208,6 +210,7 @@ func serverCommand() *cli.Command {
 			cfg.MaxQueuedPerClient, cfg.MaxQueued = c.Int("max-queued-per-client"), c.Int("max-queued")
 			cfg.LeaveTimeout, cfg.Limits.MaxReply = c.Duration("leave-timeout"), c.Int("max-reply")
 			cfg.RepairStore = c.Bool("repair-store")
+			cfg.Accounts.Require, cfg.Accounts.TokenTTL = c.Bool("require-accounts"), c.Duration("token-ttl")
 			cfg.Listen = c.String("listen")
 			cfg.BrokerBack = c.String("broker-back")
 			cfg.BrokerPub = c.String("broker-pub")

@@ -43,8 +43,9 @@ const (
 	entryChannel = "channel"
 	entryPost    = "post"
 	entryDirect  = "direct"
-	entryKey     = "key"  // only a request key and its reply: the change failed a check
-	entryNoop    = "noop" // nothing: the first entry of a new coordinator's epoch (replication)
+	entryLogout  = "logout" // a token revoked (accounts.go)
+	entryKey     = "key"    // only a request key and its reply: the change failed a check
+	entryNoop    = "noop"   // nothing: the first entry of a new coordinator's epoch (replication)
 )
 
 // entry is one change as written to the log.
@@ -63,6 +64,14 @@ type entry struct {
 	KeyTS  int64  `msgpack:"key_ts,omitempty"`  // when Key was applied, Unix milliseconds
 	HasKey bool   `msgpack:"has_key,omitempty"` // Key is set (Reply may be empty)
 	Epoch  uint64 `msgpack:"epoch,omitempty"`   // replication epoch of the coordinator that ordered it
+
+	// Accounts (accounts.go), on login and logout entries.
+	Claim   bool   `msgpack:"claim,omitempty"`      // the login claims User
+	Hash    string `msgpack:"pw_hash,omitempty"`    // the claim's password hash
+	PubKey  string `msgpack:"public_key,omitempty"` // public key stored on the account
+	PrevKey string `msgpack:"prev_key,omitempty"`   // the key PubKey replaced (to undo it)
+	Token   string `msgpack:"token,omitempty"`      // TokenHash of the token issued (login) or revoked (logout)
+	Expires int64  `msgpack:"expires,omitempty"`    // the token's expiry, Unix milliseconds
 
 	raw []byte // the encoded payload, as framed in the log and sent to replicas
 }

@@ -415,3 +415,19 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 	defer done()
 	return e.Count(ctx)
 }
+
+// Account returns the account of a claimed user, from what is durable.
+func (s *Store) Account(user string) (Account, bool) {
+	e, done := s.engine()
+	defer done()
+	return e.Account(user)
+}
+
+// CheckToken reports whether token (as the client sent it) is a live
+// token of user at time at, from what is durable: nil, ErrBadToken or
+// ErrTokenExpired.
+func (s *Store) CheckToken(user, token string, at time.Time) error {
+	e, done := s.engine()
+	defer done()
+	return e.CheckToken(user, token, at)
+}

@@ -23,6 +23,8 @@ const pruneEvery = time.Minute
 type statements struct {
 	storeKey, pruneKeys, setApplied, insertLog            *sql.Stmt
 	insertLogin, insertUser, insertChannel, insertMessage *sql.Stmt
+	insertAccount, setPublicKey, insertToken, deleteToken *sql.Stmt
+	pruneTokens                                           *sql.Stmt
 }
 
 func prepare(db *sql.DB) (*statements, error) {
@@ -41,6 +43,11 @@ func prepare(db *sql.DB) (*statements, error) {
 		{&st.insertChannel, "INSERT OR IGNORE INTO channels (name, creator, created_ms) VALUES (?, ?, ?)"},
 		{&st.insertMessage, `INSERT OR IGNORE INTO messages (id, channel, sender, recipient, text, ts_ms, clock)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`},
+		{&st.insertAccount, "INSERT OR REPLACE INTO accounts (name, password_hash, public_key, created_ms) VALUES (?, ?, ?, ?)"},
+		{&st.setPublicKey, "UPDATE accounts SET public_key = ? WHERE name = ?"},
+		{&st.insertToken, "INSERT OR REPLACE INTO tokens (token_sha256, user, expires_ms) VALUES (?, ?, ?)"},
+		{&st.deleteToken, "DELETE FROM tokens WHERE token_sha256 = ?"},
+		{&st.pruneTokens, "DELETE FROM tokens WHERE expires_ms <= ?"},
 	} {
 		var err error
 		if *p.stmt, err = db.Prepare(p.query); err != nil {
@@ -126,6 +133,11 @@ func (s *engine) index(entries []*entry) error {
 			if _, err = tx.Stmt(s.stmts.insertLogin).Exec(e.User, e.TS); err == nil {
 				_, err = tx.Stmt(s.stmts.insertUser).Exec(e.User, e.TS)
 			}
+			if err == nil {
+				err = s.indexAccount(tx, e)
+			}
+		case entryLogout:
+			_, err = tx.Stmt(s.stmts.deleteToken).Exec(e.Token)
 		case entryChannel:
 			_, err = tx.Stmt(s.stmts.insertChannel).Exec(e.Name, e.User, e.TS)
 		case entryPost:
@@ -151,6 +163,9 @@ func (s *engine) index(entries []*entry) error {
 		if _, err := tx.Stmt(s.stmts.pruneKeys).Exec(now.Add(-s.cfg.RequestKeyTTL).UnixMilli()); err != nil {
 			return err
 		}
+		if _, err := tx.Stmt(s.stmts.pruneTokens).Exec(now.UnixMilli()); err != nil {
+			return err
+		}
 		s.lastPrune = now
 	}
 	if err := tx.Commit(); err != nil {
@@ -158,6 +173,21 @@ func (s *engine) index(entries []*entry) error {
 	}
 	s.event("index")
 	return nil
+}
+
+// indexAccount stores what a login entry does to the accounts.
+func (s *engine) indexAccount(tx *sql.Tx, e *entry) error {
+	var err error
+	switch {
+	case e.Claim:
+		_, err = tx.Stmt(s.stmts.insertAccount).Exec(e.User, e.Hash, e.PubKey, e.TS)
+	case e.PubKey != "":
+		_, err = tx.Stmt(s.stmts.setPublicKey).Exec(e.PubKey, e.User)
+	}
+	if err == nil && e.Token != "" {
+		_, err = tx.Stmt(s.stmts.insertToken).Exec(e.Token, e.User, e.Expires)
+	}
+	return err
 }
 
 // setIndexed records that everything up to lsn is in SQLite and wakes the

@@ -40,6 +40,22 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (channel, id) WHERE channel IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_by_dm ON messages (dm_low, dm_high, id) WHERE dm_low IS NOT NULL;
 
+-- Accounts (accounts.go): the claimed user names, with the password's
+-- slow salted hash and the user's public key ('' when none), and the live
+-- login tokens, stored as their SHA-256 only (hex).
+CREATE TABLE IF NOT EXISTS accounts (
+	name          TEXT PRIMARY KEY,
+	password_hash TEXT NOT NULL,
+	public_key    TEXT NOT NULL DEFAULT '',
+	created_ms    INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS tokens (
+	token_sha256 TEXT PRIMARY KEY,
+	user         TEXT NOT NULL,
+	expires_ms   INTEGER NOT NULL
+);
+
 -- Replies to requests that carried a request id, kept for a while so that a
 -- retried request is answered again instead of applied twice.
 CREATE TABLE IF NOT EXISTS requests (

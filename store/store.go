@@ -222,10 +222,22 @@ type Message struct {
 	Clock     uint64    // Lamport clock stamped by the server
 }
 
-// Login is one login of a user.
+// Login is one login of a user. The other fields are for accounts
+// (accounts.go) and all optional.
 type Login struct {
 	User      string
 	Timestamp time.Time
+
+	// Claim makes this login claim User with PasswordHash; it fails with
+	// ErrClaimed when User is claimed already.
+	Claim        bool
+	PasswordHash string
+	// PublicKey, if set, is stored on User's account (which must exist:
+	// ErrNotClaimed otherwise).
+	PublicKey string
+	// Token, if set, is a token issued by this login to User (who must be
+	// claimed, or claimed by this login: ErrNotClaimed otherwise).
+	Token *Token
 }
 
 // Channel is a channel and who created it when.
@@ -236,13 +248,18 @@ type Channel struct {
 }
 
 // Change is one durable write: exactly one of Login, Channel, Message,
-// Noop is set.
+// Logout, Noop is set.
 //
 // A zero Timestamp in the set value means "now".
 type Change struct {
 	Login   *Login
 	Channel *Channel
 	Message *Message // ID is ignored and assigned
+	Logout  *Logout  // revokes the token AuthToken
+	// AuthToken is the TokenHash of the token the change's author
+	// presented. A message by a claimed user, and a logout, fail with
+	// ErrBadToken or ErrTokenExpired unless it is a live token of theirs.
+	AuthToken string
 	// Noop writes an entry that changes nothing: a new coordinator's first
 	// entry in its epoch (see package replication).
 	Noop bool
@@ -266,17 +283,23 @@ type Change struct {
 // validate checks the shape of ch; state-dependent checks are the writer's.
 func (ch Change) validate() error {
 	n := 0
-	for _, set := range []bool{ch.Login != nil, ch.Channel != nil, ch.Message != nil, ch.Noop} {
+	for _, set := range []bool{ch.Login != nil, ch.Channel != nil, ch.Message != nil, ch.Logout != nil, ch.Noop} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		return errors.New("store: a change must set exactly one of Login, Channel, Message, Noop")
+		return errors.New("store: a change must set exactly one of Login, Channel, Message, Logout, Noop")
 	}
 	switch {
 	case ch.Login != nil && ch.Login.User == "":
 		return errors.New("store: login without a user")
+	case ch.Login != nil && ch.Login.Claim && (ch.Login.PasswordHash == "" || ch.Login.Token == nil):
+		return errors.New("store: a claim needs a password hash and a token")
+	case ch.Login != nil && ch.Login.Token != nil && (ch.Login.Token.Hash == "" || ch.Login.Token.User != ch.Login.User):
+		return errors.New("store: a login's token needs a hash and must be its user's")
+	case ch.Logout != nil && (ch.Logout.User == "" || ch.AuthToken == ""):
+		return errors.New("store: logout without a user or a token")
 	case ch.Channel != nil && ch.Channel.Name == "":
 		return errors.New("store: channel without a name")
 	case ch.Message != nil:
@@ -305,6 +328,12 @@ func (ch Change) copyWithTime(now time.Time) Change {
 			l.Timestamp = now
 		}
 		ch.Login = &l
+	case ch.Logout != nil:
+		l := *ch.Logout
+		if l.Timestamp.IsZero() {
+			l.Timestamp = now
+		}
+		ch.Logout = &l
 	case ch.Channel != nil:
 		c := *ch.Channel
 		if c.Timestamp.IsZero() {
@@ -359,6 +388,7 @@ type engine struct {
 	nextID      int64  // id of the last message appended
 	wUsers      map[string]bool
 	wChannels   map[string]bool
+	wAccounts   *accounts
 
 	segMu     sync.Mutex
 	segFirsts []uint64 // first LSN of each segment not yet deleted
@@ -373,6 +403,7 @@ type engine struct {
 	mu       sync.RWMutex
 	users    map[string]bool
 	channels map[string]bool
+	accounts *accounts
 
 	ackedLSN   atomic.Uint64 // last LSN acknowledged to a caller
 	indexMu    sync.Mutex
@@ -428,6 +459,7 @@ func openEngine(cfg Config, opts openOptions) (*engine, error) {
 		logDir:      cfg.Path + "-log",
 		users:       make(map[string]bool),
 		channels:    make(map[string]bool),
+		accounts:    newAccounts(),
 		keys:        make(map[string]*pendingKey),
 		notify:      make(chan struct{}),
 		readerWaits: make(chan struct{}, 1),
@@ -558,7 +590,7 @@ func (s *engine) recover() error {
 		return err
 	}
 	s.durableEpoch.Store(uint64(epoch))
-	s.wUsers, s.wChannels = maps.Clone(s.users), maps.Clone(s.channels)
+	s.wUsers, s.wChannels, s.wAccounts = maps.Clone(s.users), maps.Clone(s.channels), s.accounts.clone()
 	s.lastWritten = s.lastLSN
 	s.seg, err = createSegment(s.logDir, s.lastLSN+1, s.cfg.SegmentSize)
 	if err != nil {
@@ -635,7 +667,7 @@ func (s *engine) load() error {
 	s.messages.Store(n)
 	s.maxClock.Store(uint64(maxClock))
 	s.nextID = maxID
-	return nil
+	return s.loadAccounts()
 }
 
 // Close stops the writer after every change already queued is durable and

@@ -144,7 +144,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Login{{"ana", t0}, {"ana", t0.Add(2 * time.Second)}}
+	want := []Login{{User: "ana", Timestamp: t0}, {User: "ana", Timestamp: t0.Add(2 * time.Second)}}
 	if !slices.Equal(logins, want) {
 		t.Errorf("Logins = %v, want %v", logins, want)
 	}

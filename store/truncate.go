@@ -9,7 +9,8 @@ import (
 )
 
 // TruncateAfter removes every log entry after lsn, and undoes what each
-// one did (a message, a channel, a login, a request key), durably. It is
+// one did (a message, a channel, a login and what it did to the accounts,
+// a logout, a request key), durably. It is
 // how a replica drops entries that were never committed — left by a
 // coordinator that died before replicating them — while keeping the
 // entries before them, which may be committed ones that a majority needs
@@ -133,6 +134,18 @@ func undoEntry(tx *sql.Tx, e entry) error {
 		if _, err = tx.Exec("DELETE FROM logins WHERE id = (SELECT max(id) FROM logins WHERE user = ? AND ts_ms = ?)", e.User, e.TS); err == nil {
 			_, err = tx.Exec("DELETE FROM users WHERE name = ? AND NOT EXISTS (SELECT 1 FROM logins WHERE user = ?)", e.User, e.User)
 		}
+		if err == nil && e.Token != "" {
+			_, err = tx.Exec("DELETE FROM tokens WHERE token_sha256 = ?", e.Token)
+		}
+		switch {
+		case err != nil:
+		case e.Claim:
+			_, err = tx.Exec("DELETE FROM accounts WHERE name = ?", e.User)
+		case e.PubKey != "":
+			_, err = tx.Exec("UPDATE accounts SET public_key = ? WHERE name = ?", e.PrevKey, e.User)
+		}
+	case entryLogout:
+		_, err = tx.Exec("INSERT OR REPLACE INTO tokens (token_sha256, user, expires_ms) VALUES (?, ?, ?)", e.Token, e.User, e.Expires)
 	}
 	if err == nil && e.HasKey {
 		_, err = tx.Exec("DELETE FROM requests WHERE request_key = ?", e.Key)

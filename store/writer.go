@@ -44,6 +44,7 @@ func (r *request) cancel() bool { return r.state.CompareAndSwap(queued, cancelle
 type effects struct {
 	users    map[string]bool
 	channels map[string]bool
+	accounts []*entry // entries that change the accounts, in log order
 	messages int64
 }
 
@@ -187,10 +188,18 @@ func (s *engine) check(r *request, now time.Time, fx *effects) *entry {
 	case ch.Noop:
 		e.Kind, e.TS = entryNoop, now.UnixMilli()
 	case ch.Login != nil:
-		e.Kind, e.User, e.TS = entryLogin, ch.Login.User, ch.Login.Timestamp.UnixMilli()
-		if !s.wUsers[e.User] {
+		l := ch.Login
+		e.Kind, e.User, e.TS = entryLogin, l.User, l.Timestamp.UnixMilli()
+		e.Claim, e.Hash, e.PubKey = l.Claim, l.PasswordHash, l.PublicKey
+		if l.Token != nil {
+			e.Token, e.Expires = l.Token.Hash, l.Token.Expires.UnixMilli()
+		}
+		if r.err = s.checkAuth(ch, e); r.err == nil && !s.wUsers[e.User] {
 			s.wUsers[e.User], fx.users[e.User] = true, true
 		}
+	case ch.Logout != nil:
+		e.Kind, e.User, e.TS = entryLogout, ch.Logout.User, ch.Logout.Timestamp.UnixMilli()
+		r.err = s.checkAuth(ch, e)
 	case ch.Channel != nil:
 		e.Kind, e.Name, e.User, e.TS = entryChannel, ch.Channel.Name, ch.Channel.Creator, ch.Channel.Timestamp.UnixMilli()
 		if s.wChannels[e.Name] {
@@ -213,6 +222,9 @@ func (s *engine) check(r *request, now time.Time, fx *effects) *entry {
 			}
 		}
 		if r.err == nil {
+			r.err = s.checkAuth(ch, e)
+		}
+		if r.err == nil {
 			s.nextID++
 			e.ID, r.id = s.nextID, s.nextID
 			fx.messages++
@@ -223,6 +235,11 @@ func (s *engine) check(r *request, now time.Time, fx *effects) *entry {
 			return nil
 		}
 		*e = entry{Kind: entryKey, TS: now.UnixMilli(), Epoch: e.Epoch}
+	}
+	if hasEffect(e) {
+		s.wAccounts.apply(e)
+		s.wAccounts.prune(now.UnixMilli())
+		fx.accounts = append(fx.accounts, e)
 	}
 	if ch.RequestKey != "" {
 		e.Key, e.HasKey, e.Reply, e.KeyTS = ch.RequestKey, true, ch.Reply, now.UnixMilli()
@@ -261,6 +278,11 @@ func (s *engine) checkReplicated(r *request, now time.Time, fx *effects) []*entr
 		case entryPost, entryDirect:
 			s.nextID = max(s.nextID, e.ID)
 			fx.messages++
+		}
+		if hasEffect(e) {
+			s.wAccounts.apply(e)
+			s.wAccounts.prune(now.UnixMilli())
+			fx.accounts = append(fx.accounts, e)
 		}
 		if e.HasKey {
 			s.rememberKey(e.Key, e.Reply, e.LSN, now)
@@ -359,6 +381,12 @@ func (s *engine) acknowledge(b syncBatch, err error) {
 		s.mu.Lock()
 		maps.Copy(s.users, b.effects.users)
 		maps.Copy(s.channels, b.effects.channels)
+		for _, e := range b.effects.accounts {
+			s.accounts.apply(e)
+		}
+		if len(b.effects.accounts) > 0 {
+			s.accounts.prune(time.Now().UnixMilli())
+		}
 		s.mu.Unlock()
 		s.messages.Add(b.effects.messages)
 		for _, e := range b.entries {

@@ -29,6 +29,9 @@ type Handler struct {
 	// orders writes, and the cluster's own services. nil: a server alone
 	// that orders its own writes.
 	Cluster Cluster
+	// Accounts configures accounts and counts failed logins (accounts.go);
+	// nil: the defaults.
+	Accounts *Accounts
 }
 
 // Cluster is what the request logic needs of the cluster.
@@ -105,10 +108,26 @@ func (h *Handler) refuse(frame []byte, why string, retry bool) []byte {
 	return env.Stamp(h.Clock.Now(), h.Lamport.Tick()).Encode()
 }
 
-// serve runs a valid request.
+// serve runs a valid request. A password login is refused at once when
+// its client has too many failed ones, and a wrong password counts
+// against the client here, where the client is known (a forwarded
+// request comes from another server).
 func (h *Handler) serve(ctx context.Context, req proto.Request, frame []byte, forwarded bool) (proto.Envelope, []proto.Publication) {
+	if req.Service != proto.Login || req.Password == "" || forwarded {
+		return h.route(ctx, req, frame, forwarded)
+	}
+	if reply, limited := h.clientLimited(ctx, req); limited {
+		return reply, nil
+	}
+	reply, pubs := h.route(ctx, req, frame, forwarded)
+	h.countFailure(ctx, reply)
+	return reply, pubs
+}
+
+// route serves a read here and a write where writes are ordered.
+func (h *Handler) route(ctx context.Context, req proto.Request, frame []byte, forwarded bool) (proto.Envelope, []proto.Publication) {
 	switch req.Service {
-	case proto.Users, proto.Channels, proto.History:
+	case proto.Users, proto.Channels, proto.History, proto.Whois:
 		if h.Cluster != nil {
 			if err := h.Cluster.ReadBarrier(ctx); err != nil {
 				return retryReply(req.Service, err), nil
@@ -130,7 +149,19 @@ func (h *Handler) serve(ctx context.Context, req proto.Request, frame []byte, fo
 		chs, more := h.fitNames(h.Store.Channels(), 2) // the list goes under two keys
 		return ok(req.Service, withMore(proto.Data{"channels": chs, "users": chs}, more)), nil
 	case proto.History:
+		if reply, refused := h.authorize(req); refused {
+			return reply, nil
+		}
 		return h.history(ctx, req), nil
+	case proto.Whois:
+		return h.whois(req), nil
+	case proto.Login:
+		if reply, handled := h.login(ctx, req); handled {
+			return reply, nil
+		}
+	}
+	if reply, refused := h.authorize(req); refused {
+		return reply, nil
 	}
 
 	// The rest change state: a retried request_id gets its first answer.
@@ -209,7 +240,8 @@ func retryReply(service string, err error) proto.Envelope {
 // isCheckFailure tells a request the store refused (the answer is "erro")
 // from a failure of the store itself.
 func isCheckFailure(err error) bool {
-	return errors.Is(err, store.ErrChannelExists) || errors.Is(err, store.ErrNoChannel) || errors.Is(err, store.ErrNoUser)
+	return errors.Is(err, store.ErrChannelExists) || errors.Is(err, store.ErrNoChannel) || errors.Is(err, store.ErrNoUser) ||
+		errors.Is(err, store.ErrBadToken) || errors.Is(err, store.ErrTokenExpired) || errors.Is(err, store.ErrClaimed) || errors.Is(err, store.ErrNotClaimed)
 }
 
 // outcomeReply is the reply of a state-changing request whose store write
@@ -227,6 +259,10 @@ func outcomeReply(req proto.Request, outcome error) proto.Envelope {
 		return proto.ErrorReply(req.Service, fmt.Sprintf("channel %q does not exist", req.Channel))
 	case errors.Is(outcome, store.ErrNoUser):
 		return proto.ErrorReply(req.Service, fmt.Sprintf("user %q does not exist", req.Dst))
+	case errors.Is(outcome, store.ErrBadToken), errors.Is(outcome, store.ErrTokenExpired):
+		return tokenErr(req.Service, actingAs(req), outcome)
+	case errors.Is(outcome, store.ErrClaimed), errors.Is(outcome, store.ErrNotClaimed):
+		return protected(req.Service, req.User) // a plain login raced a claim
 	}
 	return proto.ErrorReply(req.Service, outcome.Error())
 }
@@ -240,10 +276,20 @@ func (h *Handler) change(req proto.Request) store.Change {
 	case proto.Channel:
 		return store.Change{Channel: &store.Channel{Name: req.Channel, Timestamp: now}}
 	case proto.Publish:
-		return store.Change{Message: &store.Message{Kind: store.Post, Channel: req.Channel, From: req.User, Text: req.Text, Timestamp: now, Clock: h.Lamport.Tick()}}
+		return store.Change{AuthToken: authToken(req), Message: &store.Message{Kind: store.Post, Channel: req.Channel, From: req.User, Text: req.Text, Timestamp: now, Clock: h.Lamport.Tick()}}
+	case proto.Logout:
+		return store.Change{AuthToken: authToken(req), Logout: &store.Logout{User: req.User, Timestamp: now}}
 	default: // proto.Message
-		return store.Change{Message: &store.Message{Kind: store.Direct, From: req.Src, To: req.Dst, Text: req.Text, Timestamp: now, Clock: h.Lamport.Tick()}}
+		return store.Change{AuthToken: authToken(req), Message: &store.Message{Kind: store.Direct, From: req.Src, To: req.Dst, Text: req.Text, Timestamp: now, Clock: h.Lamport.Tick()}}
 	}
+}
+
+// authToken is how the store knows the request's token: its hash ("" for none).
+func authToken(req proto.Request) string {
+	if req.Token == "" {
+		return ""
+	}
+	return store.TokenHash(req.Token)
 }
 
 func (h *Handler) logChange(req proto.Request, id int64) {
@@ -256,6 +302,8 @@ func (h *Handler) logChange(req proto.Request, id int64) {
 		h.Log.Debug("post", "id", id, "channel", req.Channel, "user", req.User)
 	case proto.Message:
 		h.Log.Debug("direct message", "id", id, "from", req.Src, "to", req.Dst)
+	case proto.Logout:
+		h.Log.Info("logout", "user", req.User)
 	}
 }
 

@@ -66,6 +66,9 @@ type Config struct {
 	// LeaveTimeout bounds how long Close waits for the broker to
 	// acknowledge the server's goodbye before it stops serving.
 	LeaveTimeout time.Duration
+	// Accounts configures claimed names, their tokens and the limits on
+	// failed logins (accounts.go).
+	Accounts AccountsConfig
 	// Cluster holds the cluster's settings (replicas, election,
 	// replication and clock-sync timeouts); its Name, DataDir, Advertise,
 	// Reference and BrokerSub are taken from the fields above.
@@ -88,6 +91,7 @@ func DefaultConfig(name string) Config {
 		PublishQueue:      4096,
 		RateLimit:         ratelimit.DefaultConfig(),
 		Cluster:           cluster.DefaultConfig(name),
+		Accounts:          DefaultAccountsConfig(),
 
 		MaxQueuedPerClient: 32,
 		MaxQueued:          1024,
@@ -134,6 +138,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server: replies may be up to %d bytes, but the transport accepts frames of at most %d: the broker would cut this server off", c.Limits.MaxReply, max)
 	}
 	if err := c.clusterConfig("tcp://127.0.0.1:1").Validate(); err != nil {
+		return err
+	}
+	if err := c.Accounts.Validate(); err != nil {
 		return err
 	}
 	return c.RateLimit.Validate()
@@ -293,7 +300,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		intake:  &intake{max: cfg.MaxQueuedPerClient, n: map[string]int{}},
 		peers:   &peerConns{conns: map[string]*zmq4.Conn{}},
 	}
-	s.handler = &Handler{Store: st, Lamport: lamport, Clock: clock.NewPhysical(cfg.Clock, cfg.ClockSkew), Limits: cfg.Limits, Log: log}
+	s.handler = &Handler{Store: st, Lamport: lamport, Clock: clock.NewPhysical(cfg.Clock, cfg.ClockSkew), Limits: cfg.Limits, Log: log,
+		Accounts: NewAccounts(cfg.Accounts)}
 
 	s.front, err = transport.ListenSocket(ctx, zmq4.NewRouter, cfg.Listen, zmq4.WithSecurity(s.peers))
 	if err != nil {
@@ -487,7 +495,7 @@ func (s *Server) work() {
 		}
 		// The request is served to the end even if the server is
 		// stopping: a write is either acknowledged or never made.
-		reply, pubs := s.handler.Handle(context.Background(), j.req.Body)
+		reply, pubs := s.handler.Handle(withClient(context.Background(), j.client), j.req.Body)
 		if int64(len(reply)) > maxFrame {
 			// Only the cluster's own replies are not bounded by
 			// Limits.MaxReply; over the frame limit, the link would be cut.
