@@ -1,8 +1,13 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/go-zeromq/zmq4"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"chat/account"
 	"chat/internal/clustertest"
@@ -65,4 +70,93 @@ func TestReplicatedAccountsAndTokens(t *testing.T) {
 	if len(posts) != 1 {
 		t.Fatalf("the channel holds %d posts, want only ana's real one", len(posts))
 	}
+}
+
+// The issue's measurement, through the broker as a client of the
+// standard sends it: from alice's connection, `publish user=bob` and
+// `message src=bob` were OK and subscribers saw bob's post. With bob's
+// name claimed, both are refused and nothing reaches the subscribers;
+// bob's own post, with his token, does. Wrong passwords through the
+// broker are limited per client (the client id behind the broker).
+func TestImpersonationThroughTheBroker(t *testing.T) {
+	c := clustertest.StartWith(t, 1, clustertest.BrokerConfig(), cheapAccounts)
+	alice, bob := newClient(t, c.Broker.FrontAddr()), newClient(t, c.Broker.FrontAddr())
+	aliceToken, _ := call(t, alice, proto.Login, proto.Data{"user": "alice", "password": "a"})["token"].(string)
+	bobToken, _ := call(t, bob, proto.Login, proto.Data{"user": "bob", "password": "b"})["token"].(string)
+	call(t, alice, proto.Login, proto.Data{"user": "carol"})
+	call(t, alice, proto.Channel, proto.Data{"channel": "g"})
+
+	sub, err := transport.DialSocket(t.Context(), zmq4.NewSub, c.Broker.PubOutAddr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	for _, topic := range []string{"g", "carol"} {
+		if err := sub.SetOption(zmq4.OptionSubscribe, topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(chan string, 100)
+	go func() {
+		for {
+			m, err := sub.Recv()
+			if err != nil {
+				close(got)
+				return
+			}
+			var d proto.Data
+			if len(m.Frames) == 2 && msgpack.Unmarshal(m.Frames[1], &d) == nil {
+				text, _ := d["message"].(string)
+				got <- text
+			}
+		}
+	}()
+	clustertest.WaitFor(t, 5*time.Second, "the first publication", func() bool {
+		call(t, alice, proto.Publish, proto.Data{"user": "carol", "channel": "g", "message": "warm-up"})
+		select {
+		case <-got:
+			return true
+		case <-time.After(100 * time.Millisecond):
+			return false
+		}
+	})
+	for len(got) > 0 {
+		<-got
+	}
+
+	for _, token := range []string{"", aliceToken} {
+		d := proto.Data{"user": "bob", "channel": "g", "message": "fake post"}
+		m := proto.Data{"src": "bob", "dst": "carol", "message": "fake dm"}
+		if token != "" {
+			d["token"], m["token"] = token, token
+		}
+		expectError(t, call(t, alice, proto.Publish, d), "bob")
+		expectError(t, call(t, alice, proto.Message, m), "bob")
+	}
+	expectStatus(t, call(t, bob, proto.Message, proto.Data{"src": "bob", "dst": "carol", "message": "real dm", "token": bobToken}), proto.StatusOK)
+	expectStatus(t, call(t, bob, proto.Publish, proto.Data{"user": "bob", "channel": "g", "message": "real post", "token": bobToken}), proto.StatusOK)
+	for _, want := range []string{"real dm", "real post"} {
+		select {
+		case text := <-got:
+			if text != want {
+				t.Fatalf("subscriber got %q, want %q (an impersonation was published)", text, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no publication %q", want)
+		}
+	}
+
+	// 20 wrong passwords from alice's connection (for 20 names, under
+	// the limit of 5 per name) block it, and not bob's.
+	for i := range 20 {
+		name := fmt.Sprint("user-", i)
+		expectStatus(t, call(t, bob, proto.Login, proto.Data{"user": name, "password": "right"}), proto.StatusSuccess)
+		expectError(t, call(t, alice, proto.Login, proto.Data{"user": name, "password": "guess"}), "wrong password")
+	}
+	d := call(t, alice, proto.Login, proto.Data{"user": "carol2", "password": "x"})
+	expectError(t, d, "too many failed login attempts from this client")
+	if _, ok := d["retry_after"]; !ok {
+		t.Fatalf("no retry_after: %v", d)
+	}
+	expectStatus(t, call(t, bob, proto.Login, proto.Data{"user": "carol2", "password": "x"}), proto.StatusSuccess)
 }

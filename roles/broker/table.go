@@ -238,7 +238,7 @@ func (t *table) leads(id string, leader bool) {
 // isWrite reports whether a request changes state (it goes to the leader).
 func isWrite(body []byte) bool {
 	switch proto.PeekService(body) {
-	case proto.Login, proto.Channel, proto.Publish, proto.Message:
+	case proto.Login, proto.Channel, proto.Publish, proto.Message, proto.Logout:
 		return true
 	}
 	return false
