@@ -24,7 +24,8 @@ import (
 
 // Errors of account checks.
 var (
-	// ErrClaimed is returned when a login claims a name already claimed.
+	// ErrClaimed is returned when a login claims a name already claimed,
+	// or logs in to a claimed name without being given a token.
 	ErrClaimed = errors.New("store: the name is claimed already")
 	// ErrNotClaimed is returned when a login gives a token or a public key
 	// to a name that is not claimed.
@@ -153,8 +154,12 @@ func (s *engine) checkAuth(ch Change, e *entry) error {
 			return ErrClaimed
 		}
 	case ch.Login != nil:
-		if _, claimed := acc.byUser[e.User]; !claimed && (e.Token != "" || e.PubKey != "") {
+		_, claimed := acc.byUser[e.User]
+		switch {
+		case !claimed && (e.Token != "" || e.PubKey != ""):
 			return ErrNotClaimed
+		case claimed && e.Token == "":
+			return ErrClaimed // a plain login raced the claim
 		}
 		if e.PubKey != "" {
 			e.PrevKey = acc.byUser[e.User].PublicKey // to undo it (TruncateAfter)

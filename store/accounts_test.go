@@ -46,6 +46,9 @@ func TestAccountChecks(t *testing.T) {
 	if !errors.Is(err, ErrClaimed) {
 		t.Fatalf("second claim: %v", err)
 	}
+	if _, err := s.Apply(ctx, login("ana")); !errors.Is(err, ErrClaimed) {
+		t.Fatalf("a plain login of a claimed name: %v", err)
+	}
 	if _, err := s.Apply(ctx, Change{Login: &Login{User: "bob", PublicKey: "k"}}); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("key for an open name: %v", err)
 	}

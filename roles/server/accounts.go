@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"sync"
 	"time"
 
 	"chat/account"
@@ -95,18 +94,14 @@ func (a *Accounts) hash(ctx context.Context, fn func()) error {
 	return nil
 }
 
-var defaultAccounts struct {
-	once sync.Once
-	a    *Accounts
-}
-
 // accounts returns the handler's accounts (the defaults when unset).
 func (h *Handler) accounts() *Accounts {
-	if h.Accounts != nil {
-		return h.Accounts
-	}
-	defaultAccounts.once.Do(func() { defaultAccounts.a = NewAccounts(DefaultAccountsConfig()) })
-	return defaultAccounts.a
+	h.accountsOnce.Do(func() {
+		if h.Accounts == nil {
+			h.Accounts = NewAccounts(DefaultAccountsConfig())
+		}
+	})
+	return h.Accounts
 }
 
 // clientKey is the context key of the client a request came from.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -31,7 +32,8 @@ type Handler struct {
 	Cluster Cluster
 	// Accounts configures accounts and counts failed logins (accounts.go);
 	// nil: the defaults.
-	Accounts *Accounts
+	Accounts     *Accounts
+	accountsOnce sync.Once
 }
 
 // Cluster is what the request logic needs of the cluster.
