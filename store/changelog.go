@@ -65,7 +65,9 @@ type entry struct {
 	HasKey bool   `msgpack:"has_key,omitempty"` // Key is set (Reply may be empty)
 	Epoch  uint64 `msgpack:"epoch,omitempty"`   // replication epoch of the coordinator that ordered it
 
-	// Accounts (accounts.go), on login and logout entries.
+	// Accounts (accounts.go), on login and logout entries. An entry never
+	// has more than 15 non-empty fields (a claim has 10, 14 with a request
+	// key): it stays a MessagePack fixmap, which findFrame looks for.
 	Claim   bool   `msgpack:"claim,omitempty"`      // the login claims User
 	Hash    string `msgpack:"pw_hash,omitempty"`    // the claim's password hash
 	PubKey  string `msgpack:"public_key,omitempty"` // public key stored on the account

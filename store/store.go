@@ -275,7 +275,9 @@ type Change struct {
 	// ReplyFunc, if set, is used instead of Reply when the answer depends on
 	// the outcome: the writer calls it with the message ID (0 for
 	// non-messages) and the change's error (nil, or ErrChannelExists,
-	// ErrNoChannel, ErrNoUser) and stores what it returns. It must be quick
+	// ErrNoChannel, ErrNoUser, or an account check's: ErrClaimed,
+	// ErrNotClaimed, ErrBadToken, ErrTokenExpired) and stores what it
+	// returns. It must be quick
 	// and must not call the Store.
 	ReplyFunc func(id int64, err error) []byte
 }
@@ -732,8 +734,9 @@ func (s *engine) readErr() error {
 
 // Apply queues ch, waits until it is committed to disk, and returns the message ID (0 for non-messages).
 //
-// If a state check fails, Apply returns ErrChannelExists, ErrNoChannel or
-// ErrNoUser and nothing but the request key is stored. If ctx ends while the
+// If a state check fails, Apply returns ErrChannelExists, ErrNoChannel,
+// ErrNoUser or an account check's error (accounts.go) and nothing but the
+// request key is stored. If ctx ends while the
 // change is still queued, Apply returns ctx.Err() and the change is not
 // applied; once the writer has taken it, Apply waits for the commit.
 func (s *engine) Apply(ctx context.Context, ch Change) (int64, error) {
