@@ -3,6 +3,7 @@ package bot
 import (
 	"chat/internal/clustertest"
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -112,6 +113,26 @@ func TestValidate(t *testing.T) {
 		f(&c)
 		if c.Validate() == nil {
 			t.Errorf("bad config %d accepted", i)
+		}
+	}
+}
+
+// Issue 10: a run where nothing answered ended with exit 0 and
+// sent=0 acked=0 errors=0. Run now fails, saying why.
+func TestRunThatDidNothingFails(t *testing.T) {
+	servers := []string{"tcp://127.0.0.1:1"}
+	for _, tc := range []struct {
+		sum  Summary
+		want string
+	}{
+		{Summary{}, "bot: nothing answered at tcp://127.0.0.1:1: not one request got a reply (is the broker running there?)"},
+		{Summary{Answered: 5, Errors: 5}, "bot: no message was acknowledged, and 5 requests failed (the log says why)"},
+		{Summary{Answered: 5, Sent: 2, Acked: 2, Errors: 3}, ""},
+		{Summary{Answered: 1}, ""}, // logged in, stopped before the first message
+	} {
+		err := outcome(tc.sum, servers)
+		if got := fmt.Sprint(err); tc.want == "" && err != nil || tc.want != "" && got != tc.want {
+			t.Errorf("outcome(%+v) = %v, want %q", tc.sum, err, tc.want)
 		}
 	}
 }
