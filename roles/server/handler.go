@@ -106,7 +106,11 @@ func (h *Handler) logRequest(ctx context.Context, req proto.Request, reply proto
 	if status, _, _ := reply.Data.String(reply.Service, "status"); status == proto.StatusError {
 		outcome = proto.StatusError
 	}
-	attrs := []any{"service", req.Service, "user", user, "outcome", outcome, "took", took}
+	attrs := []any{"service", req.Service}
+	if user != "" { // users, channels and channel history name nobody
+		attrs = append(attrs, "user", user)
+	}
+	attrs = append(attrs, "outcome", outcome, "took", took)
 	if outcome == proto.StatusError {
 		why, _, _ := reply.Data.String(reply.Service, "description")
 		attrs = append(attrs, "why", why)
