@@ -74,6 +74,7 @@ func TestUsageErrorsOfTheBinary(t *testing.T) {
 		{[]string{"up", "stray"}, 2, `chat: up takes no arguments (got "stray")`},
 		{[]string{"server", "--log-level", "loud", "--name", "s"}, 2, `chat: --log-level "loud" is not a level: use debug, info, warn or error`},
 		{[]string{"help"}, 0, "USAGE:"},
+		{[]string{"--help"}, 0, "USAGE:"},
 		{[]string{"version"}, 0, "chat version "},
 		{[]string{"--version"}, 0, "chat version "},
 	} {

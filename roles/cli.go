@@ -46,7 +46,8 @@ func App(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Reader:    stdin,
 		Writer:    stdout,
 		ErrWriter: stderr,
-		Flags:     globalFlags(),
+		// urfave adds --help only when no command is called help: ours is.
+		Flags: append(globalFlags(), cli.HelpFlag),
 		Commands: []*cli.Command{upCommand(), serverCommand(), brokerCommand(), referenceCommand(), clientCommand(),
 			botCommand(), statusCommand(), healthCommand(), helpCommand(), versionCommand()},
 		Action:       unknownCommand,

@@ -103,7 +103,7 @@ func TestEndpointsAreCheckedUpFront(t *testing.T) {
 // Issue 10: `chat help`, `chat version` and an unknown command exited 3
 // ("No help topic for 'help'"), `--version` was refused.
 func TestHelpVersionAndUnknownCommands(t *testing.T) {
-	for _, args := range [][]string{{"help"}, {"help", "server"}, {}} {
+	for _, args := range [][]string{{"help"}, {"--help"}, {"-h"}, {"help", "server"}, {"server", "--help"}, {}} {
 		code, out, stderr := run(args...)
 		if code != ExitOK || !strings.Contains(out, "USAGE:") {
 			t.Errorf("chat %v: exit %d, stdout %q, stderr %q", args, code, out, stderr)

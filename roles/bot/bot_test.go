@@ -1,9 +1,11 @@
 package bot
 
 import (
+	"bytes"
 	"chat/internal/clustertest"
 	"context"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"testing"
@@ -134,5 +136,18 @@ func TestRunThatDidNothingFails(t *testing.T) {
 		if got := fmt.Sprint(err); tc.want == "" && err != nil || tc.want != "" && got != tc.want {
 			t.Errorf("outcome(%+v) = %v, want %q", tc.sum, err, tc.want)
 		}
+	}
+}
+
+// Issue 10: the bots' log lines carry their Lamport clock, as the
+// servers' do.
+func TestBotLogsItsLamportClock(t *testing.T) {
+	var logs bytes.Buffer
+	b := newBot(DefaultConfig(), &stats{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	defer b.req.Close()
+	b.lamport.Observe(41)
+	b.log.Info("hello")
+	if !strings.Contains(logs.String(), "clock=42") || !strings.Contains(logs.String(), "bot="+b.name) {
+		t.Errorf("a bot's log line lacks its clock or name: %s", logs.String())
 	}
 }
