@@ -100,6 +100,13 @@ func TestEndpointsAreCheckedUpFront(t *testing.T) {
 	}
 }
 
+// An endpoint set by its CHAT_ variable is named by the variable.
+func TestEndpointFromTheEnvironmentIsNamed(t *testing.T) {
+	t.Setenv("CHAT_SERVER", "localhost:5555")
+	runWants(t, ExitUsage, []string{"client"}, `CHAT_SERVER (--server): "localhost:5555" is not an endpoint: write it tcp://host:port, as in tcp://localhost:5555`)
+	runWants(t, ExitUsage, []string{"client", "--server", "localhost:5565"}, `--server: "localhost:5565" is not an endpoint`)
+}
+
 // Issue 10: `chat help`, `chat version` and an unknown command exited 3
 // ("No help topic for 'help'"), `--version` was refused.
 func TestHelpVersionAndUnknownCommands(t *testing.T) {

@@ -35,12 +35,23 @@ func checkEndpoints(flags ...string) cli.BeforeFunc {
 		for _, name := range flags {
 			for _, ep := range list(c.String(name)) {
 				if err := transport.CheckEndpoint(ep); err != nil {
-					return usage(fmt.Errorf("--%s: %v", name, err))
+					return usage(fmt.Errorf("%s: %v", flagSource(c, name), err))
 				}
 			}
 		}
 		return nil
 	}
+}
+
+// flagSource names where the value of flag name may have come from:
+// "--name", or "CHAT_NAME (--name)" when the environment variable holds
+// that very value.
+func flagSource(c *cli.Context, name string) string {
+	env := envName(name)[0]
+	if v, ok := os.LookupEnv(env); ok && v == c.String(name) {
+		return env + " (--" + name + ")"
+	}
+	return "--" + name
 }
 
 // helpCommand is `chat help [COMMAND]`, the same as `chat [COMMAND] --help`.
