@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"time"
 
@@ -409,13 +408,10 @@ func upCommand() *cli.Command {
 			if c.Args().Present() {
 				return usage(fmt.Errorf("up takes no arguments (got %q); see --help", c.Args().First()))
 			}
-			host := c.String("host")
-			ipv6 := strings.Contains(host, ":") && net.ParseIP(host) != nil
-			if transport.CheckEndpoint("tcp://"+net.JoinHostPort(host, "5555")) != nil || strings.ContainsAny(host, "/[]") ||
-				strings.Contains(host, ":") && !ipv6 {
-				return usage(fmt.Errorf("--host %q is not a host: write a name or an address, such as 127.0.0.1, 0.0.0.0 or localhost", host))
+			if err := checkHost(c.String("host")); err != nil {
+				return usage(err)
 			}
-			cfg := up.DefaultConfig(host)
+			cfg := up.DefaultConfig(c.String("host"))
 			cfg.DataDir = c.String("data")
 			cfg.Bots = c.Int("bots")
 			if err := cfg.Validate(); err != nil {

@@ -215,13 +215,21 @@ func TestServerNameCannotLeaveTheDataDirectory(t *testing.T) {
 // host; its help says what it starts and where.
 func TestUpUsage(t *testing.T) {
 	runWants(t, ExitUsage, []string{"up", "extra"}, `up takes no arguments (got "extra")`)
-	for _, host := range []string{"tcp://127.0.0.1", "127.0.0.1:80", ""} {
+	for _, host := range []string{"tcp://127.0.0.1", "127.0.0.1:80", "", "[::1]", "a b"} {
 		runWants(t, ExitUsage, []string{"up", "--host", host}, fmt.Sprintf("--host %q is not a host", host))
 	}
 	_, out, _ := run("up", "--help")
 	for _, want := range []string{"5559", "5555-5558", "5561-5563", "--host", "--data", "--bots", "CHAT_HOST"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("chat up --help does not mention %s:\n%s", want, out)
+		}
+	}
+}
+
+func TestCheckHost(t *testing.T) {
+	for _, host := range []string{"127.0.0.1", "0.0.0.0", "localhost", "::1", "server-1.example"} {
+		if err := checkHost(host); err != nil {
+			t.Errorf("checkHost(%q): %v", host, err)
 		}
 	}
 }

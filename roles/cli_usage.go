@@ -2,6 +2,7 @@ package roles
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -52,6 +53,16 @@ func flagSource(c *cli.Context, name string) string {
 		return env + " (--" + name + ")"
 	}
 	return "--" + name
+}
+
+// checkHost reports a --host that is not a host name or an IP address
+// (an IPv6 address is written bare: ::1).
+func checkHost(host string) error {
+	ok := host != "" && !strings.ContainsAny(host, "/[] ") && (!strings.Contains(host, ":") || net.ParseIP(host) != nil)
+	if !ok {
+		return fmt.Errorf("--host %q is not a host: write a name or an address, such as 127.0.0.1, 0.0.0.0 or localhost", host)
+	}
+	return nil
 }
 
 // helpCommand is `chat help [COMMAND]`, the same as `chat [COMMAND] --help`.
