@@ -35,30 +35,63 @@ const (
 // stderr are the streams the roles use (tests pass buffers).
 func App(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
-		Name:  "chat",
-		Usage: "a distributed BBS/IRC-style chat: run one role of the system",
+		Name:    "chat",
+		Usage:   "a distributed BBS/IRC-style chat: run one role of the system",
+		Version: version(),
 		Description: "Every process of the system is this one binary; the subcommand picks its role.\n" +
 			"Every flag can also be set by an environment variable: CHAT_ + the flag name in\n" +
 			"upper case with - as _ (--broker-back is CHAT_BROKER_BACK). Endpoints are ZeroMQ\n" +
-			"endpoints (tcp://host:port).",
+			"endpoints (tcp://host:port). --log-level and --log-json may also follow the command.",
 		Reader:    stdin,
 		Writer:    stdout,
 		ErrWriter: stderr,
-		Flags: []cli.Flag{
-			boolFlag("log-json", false, "write logs as JSON lines instead of text"),
-			stringFlag("log-level", "info", "lowest log level shown: debug, info, warn, error"),
-		},
+		// urfave adds --help only when no command is called help: ours is.
+		Flags: append(globalFlags(), cli.HelpFlag),
 		Commands: []*cli.Command{upCommand(), serverCommand(), brokerCommand(), referenceCommand(), clientCommand(),
-			botCommand(), statusCommand(), healthCommand()},
-		OnUsageError: usageError,
+			botCommand(), statusCommand(), healthCommand(), helpCommand(), versionCommand()},
+		Action:       unknownCommand,
+		OnUsageError: usageError(globalFlags()),
 		// Errors are printed and turned into exit codes by main, not here.
 		ExitErrHandler:  func(*cli.Context, error) {},
-		HideHelpCommand: true,
+		HideHelpCommand: true, // helpCommand replaces urfave's, which exits 3 on an unknown topic
 	}
 	for _, c := range app.Commands {
-		c.OnUsageError = usageError
+		c.Flags = append(c.Flags, commandGlobalFlags()...)
+		c.OnUsageError = usageError(c.Flags)
+		c.Before = checkEndpoints(endpointFlags[c.Name]...)
 	}
 	return app
+}
+
+// globalFlags are the flags of the application, given before the command:
+// `chat --log-level debug server`.
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		boolFlag("log-json", false, "write logs as JSON lines instead of text"),
+		stringFlag("log-level", "info", "lowest log level shown: debug, info, warn, error"),
+	}
+}
+
+// commandGlobalFlags are the same flags given after the command:
+// `chat server --log-level debug`. They read no environment variable:
+// CHAT_LOG_LEVEL is read once, by the application's flag, so that a flag
+// given on the command line always wins over it (see globalContext).
+func commandGlobalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "log-json", Usage: "write logs as JSON lines instead of text"},
+		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "lowest log level shown: debug, info, warn, error"},
+	}
+}
+
+// globalContext returns the context holding the global flag name: the
+// command's when the flag was given after the command, otherwise the
+// application's (the flag given before the command, its CHAT_ variable or
+// its default). Every command is one level below the application.
+func globalContext(c *cli.Context, name string) *cli.Context {
+	if lineage := c.Lineage(); !c.IsSet(name) && len(lineage) > 1 {
+		return lineage[1]
+	}
+	return c
 }
 
 // ExitCode maps an error returned by App().Run to the process exit code.
@@ -73,8 +106,16 @@ func ExitCode(err error) int {
 	return ExitFailure
 }
 
-func usageError(_ *cli.Context, err error, _ bool) error {
-	return cli.Exit(fmt.Sprintf("%v (see --help)", err), ExitUsage)
+// usageError is the OnUsageError of a command whose flags are flags: a
+// bad flag is a usage error (exit code 2). A bad CHAT_* variable is named,
+// with the form its flag expects, instead of the parser's message.
+func usageError(flags []cli.Flag) cli.OnUsageErrorFunc {
+	return func(_ *cli.Context, err error, _ bool) error {
+		if bad := badEnvironment(flags); bad != nil {
+			err = bad
+		}
+		return cli.Exit(fmt.Sprintf("%v (see --help)", err), ExitUsage)
+	}
 }
 
 // usage marks a configuration error as a usage error (exit code 2).
@@ -88,10 +129,12 @@ func usage(err error) error {
 // newLogger builds the logger the global flags ask for.
 func newLogger(c *cli.Context) (*slog.Logger, error) {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
-		return nil, usage(fmt.Errorf("--log-level: %v", err))
+	given := globalContext(c, "log-level")
+	if err := level.UnmarshalText([]byte(given.String("log-level"))); err != nil {
+		return nil, usage(fmt.Errorf("--log-level %q is not a level: use debug, info, warn or error", given.String("log-level")))
 	}
-	log := logging.New(c.App.ErrWriter, logging.Options{JSON: c.Bool("log-json"), Level: level})
+	json := globalContext(c, "log-json").Bool("log-json")
+	log := logging.New(c.App.ErrWriter, logging.Options{JSON: json, Level: level})
 	transport.SetLogger(log.With("role", "transport")) // peers refused or cut off, whichever socket
 	if err := transport.RaiseFileLimit(); err != nil {
 		log.Warn("could not raise the open-file limit", "err", err)
@@ -350,10 +393,11 @@ func botCommand() *cli.Command {
 func upCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "up",
-		Usage: "run the whole topology on localhost in one process",
+		Usage: "run the whole topology (reference, broker, three servers) in one process",
 		Description: "Starts the reference on 5559, the broker on the standard's ports (5555-5558)\n" +
-			"and three replicated servers on 5561-5563, prints every endpoint, and runs\n" +
-			"until Ctrl-C.",
+			"and three replicated servers on 5561-5563, all bound to --host (127.0.0.1: this\n" +
+			"machine only), each server with its data under --data/<name>, then --bots bots;\n" +
+			"prints every endpoint, and runs until Ctrl-C.",
 		Flags: []cli.Flag{
 			stringFlag("data", "./data", "directory of the servers' data files"),
 			intFlag("bots", 0, "bots to run in-process"),
@@ -366,6 +410,9 @@ func upCommand() *cli.Command {
 			}
 			if c.Args().Present() {
 				return usage(fmt.Errorf("up takes no arguments (got %q); see --help", c.Args().First()))
+			}
+			if err := checkHost(c.String("host")); err != nil {
+				return usage(err)
 			}
 			cfg := up.DefaultConfig(c.String("host"))
 			cfg.DataDir = c.String("data")

@@ -194,7 +194,7 @@ func DialSocket(ctx context.Context, newSocket func(context.Context, ...zmq4.Opt
 	sock := newSocket(ctx, opts...)
 	if err := sock.Dial(Endpoint(ep)); err != nil {
 		sock.Close()
-		return nil, fmt.Errorf("connect to %s: %w", Public(ep), err)
+		return nil, dialError(ep, err)
 	}
 	return sock, nil
 }
@@ -206,7 +206,7 @@ func ListenSocket(ctx context.Context, newSocket func(context.Context, ...zmq4.O
 	sock := newSocket(ctx, opts...)
 	if err := sock.Listen(Endpoint(ep)); err != nil {
 		sock.Close()
-		return nil, fmt.Errorf("listen on %s: %w", Public(ep), err)
+		return nil, listenError(ep, err)
 	}
 	return sock, nil
 }

@@ -36,7 +36,7 @@ func listenPeers(ctx context.Context, ep string, serve func(net.Conn)) (*peerSer
 	}
 	ln, err := guardTransport{}.Listen(ctx, addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", Public(ep), err)
+		return nil, listenError(ep, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	p := &peerServer{ln: ln, serve: serve, ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -90,7 +91,8 @@ func (c Config) Validate() error {
 
 // Run runs cfg.Count bots until cfg.Duration has passed or ctx ends,
 // printing a stat line to out every cfg.StatsEvery and the summary at the
-// end. It waits for every bot to stop. The error is only for a bad config.
+// end. It waits for every bot to stop. It fails for a bad config, and when
+// the run did nothing: no request got a reply, or every one was refused.
 func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summary, error) {
 	if err := cfg.Validate(); err != nil {
 		return Summary{}, err
@@ -114,7 +116,19 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) (Summ
 
 	sum := st.summary()
 	fmt.Fprintln(out, "bots stopped:", sum)
-	return sum, nil
+	return sum, outcome(sum, cfg.Servers)
+}
+
+// outcome is the error of a run that did nothing (nil otherwise): nothing
+// answered at servers, or the servers refused every request.
+func outcome(sum Summary, servers []string) error {
+	switch {
+	case sum.Answered == 0:
+		return fmt.Errorf("bot: nothing answered at %s: not one request got a reply (is the broker running there?)", strings.Join(servers, ", "))
+	case sum.Acked == 0 && sum.Errors > 0:
+		return fmt.Errorf("bot: no message was acknowledged, and %d requests failed (the log says why)", sum.Errors)
+	}
+	return nil
 }
 
 // report prints the live stat line every period until ctx ends.

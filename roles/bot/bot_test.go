@@ -1,8 +1,11 @@
 package bot
 
 import (
+	"bytes"
 	"chat/internal/clustertest"
 	"context"
+	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"testing"
@@ -113,5 +116,38 @@ func TestValidate(t *testing.T) {
 		if c.Validate() == nil {
 			t.Errorf("bad config %d accepted", i)
 		}
+	}
+}
+
+// Issue 10: a run where nothing answered ended with exit 0 and
+// sent=0 acked=0 errors=0. Run now fails, saying why.
+func TestRunThatDidNothingFails(t *testing.T) {
+	servers := []string{"tcp://127.0.0.1:1"}
+	for _, tc := range []struct {
+		sum  Summary
+		want string
+	}{
+		{Summary{}, "bot: nothing answered at tcp://127.0.0.1:1: not one request got a reply (is the broker running there?)"},
+		{Summary{Answered: 5, Errors: 5}, "bot: no message was acknowledged, and 5 requests failed (the log says why)"},
+		{Summary{Answered: 5, Sent: 2, Acked: 2, Errors: 3}, ""},
+		{Summary{Answered: 1}, ""}, // logged in, stopped before the first message
+	} {
+		err := outcome(tc.sum, servers)
+		if got := fmt.Sprint(err); tc.want == "" && err != nil || tc.want != "" && got != tc.want {
+			t.Errorf("outcome(%+v) = %v, want %q", tc.sum, err, tc.want)
+		}
+	}
+}
+
+// Issue 10: the bots' log lines carry their Lamport clock, as the
+// servers' do.
+func TestBotLogsItsLamportClock(t *testing.T) {
+	var logs bytes.Buffer
+	b := newBot(DefaultConfig(), &stats{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	defer b.req.Close()
+	b.lamport.Observe(41)
+	b.log.Info("hello")
+	if !strings.Contains(logs.String(), "clock=42") || !strings.Contains(logs.String(), "bot="+b.name) {
+		t.Errorf("a bot's log line lacks its clock or name: %s", logs.String())
 	}
 }

@@ -13,6 +13,7 @@ type Summary struct {
 	Acked    int64         // messages the server acknowledged
 	Errors   int64         // requests of any service that failed: "erro" replies and no reply at all
 	Received int64         // publications delivered to the bots' subscriptions
+	Answered int64         // requests of any service that got a reply, "erro" included
 	P50, P99 time.Duration // latency of acknowledged messages, from send to reply
 	Elapsed  time.Duration
 }
@@ -48,6 +49,7 @@ func roundLatency(d time.Duration) time.Duration {
 type stats struct {
 	start                         time.Time
 	sent, acked, errors, received atomic.Int64
+	answered                      atomic.Int64
 	mu                            sync.Mutex
 	latency                       histogram
 }
@@ -69,6 +71,7 @@ func (s *stats) summary() Summary {
 		Acked:    s.acked.Load(),
 		Errors:   s.errors.Load(),
 		Received: s.received.Load(),
+		Answered: s.answered.Load(),
 		P50:      s.latency.percentile(0.50),
 		P99:      s.latency.percentile(0.99),
 		Elapsed:  time.Since(s.start),

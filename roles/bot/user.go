@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"chat/clock"
+	"chat/logging"
 	"chat/proto"
 	"chat/roles/client"
 	"chat/transport"
@@ -32,15 +33,16 @@ type bot struct {
 
 // newBot prepares a bot with a random name; run starts it.
 func newBot(cfg Config, st *stats, log *slog.Logger) *bot {
-	name := "bot-" + randomHex(3)
-	log = log.With("bot", name)
+	b := &bot{cfg: cfg, name: "bot-" + randomHex(3), stats: st}
+	b.log = logging.WithClock(log, &b.lamport).With("bot", b.name) // every line shows the bot's Lamport clock
 	req, err := transport.NewClient(transport.ClientConfig{
 		Endpoints: cfg.Servers, Timeout: cfg.RequestTimeout, Attempts: cfg.Attempts, DialTimeout: cfg.DialTimeout,
-	}, log)
+	}, b.log)
 	if err != nil {
 		panic(err) // cannot happen: Config.Validate checked every field
 	}
-	return &bot{cfg: cfg, name: name, log: log, stats: st, req: req}
+	b.req = req
+	return b
 }
 
 // run logs in, then posts PerChannel messages to a random channel at a
@@ -138,6 +140,10 @@ func (b *bot) call(ctx context.Context, service string, data proto.Data) (proto.
 		}
 		backoff = min(2*backoff, time.Second)
 		reply, err = client.Call(ctx, b.req, &b.lamport, service, data)
+	}
+	var refused *client.ReplyError
+	if err == nil || errors.As(err, &refused) {
+		b.stats.answered.Add(1)
 	}
 	if err != nil && ctx.Err() == nil {
 		b.stats.errors.Add(1)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"chat/proto"
+	"chat/transport"
 )
 
 // Config configures the client. Every timeout is here.
@@ -90,6 +91,12 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer, log *slog
 	s := newSession(ctx, cfg, out, log)
 	defer s.close()
 	s.notice("type /help for the commands")
+	if cfg.Sub != "" {
+		// A SUB socket gives no sign when nothing answers: say so once.
+		if err := transport.Probe(ctx, cfg.Sub, cfg.DialTimeout); err != nil {
+			s.notice("%v: posts and direct messages will not show until the broker's publish-out answers there (--sub)", err)
+		}
+	}
 	if cfg.User != "" {
 		s.execute(ctx, command{name: "login", arg: cfg.User})
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"chat/clock"
+	"chat/logging"
 	"chat/proto"
 	"chat/transport"
 )
@@ -44,7 +45,9 @@ type endpoint struct {
 // newSession prepares a request client per server (they connect on first
 // use) and starts the subscriber.
 func newSession(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) *session {
-	s := &session{cfg: cfg, log: log, out: &printer{w: out}}
+	s := &session{cfg: cfg, out: &printer{w: out}}
+	s.log = logging.WithClock(log, &s.lamport) // every line shows the client's Lamport clock
+	log = s.log
 	for _, ep := range cfg.Servers {
 		// One attempt per call: the session moves on to the next server
 		// itself, so that it can tell the user.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -74,6 +75,7 @@ func (h *Handler) handle(ctx context.Context, frame []byte, forwarded bool) (rep
 		}
 		defer h.Cluster.Handled()
 	}
+	start := time.Now()
 	req, err := proto.ParseRequest(frame, h.Limits)
 	h.Lamport.Observe(req.Clock)
 	var env proto.Envelope
@@ -82,6 +84,7 @@ func (h *Handler) handle(ctx context.Context, frame []byte, forwarded bool) (rep
 	} else {
 		env, pubs = h.serve(ctx, req, frame, forwarded)
 	}
+	h.logRequest(ctx, req, env, forwarded, time.Since(start))
 	reply = env.Stamp(h.Clock.Now(), h.Lamport.Tick()).Encode()
 	if max := h.Limits.MaxReply; max > 0 && len(reply) > max {
 		// Pages and lists are cut to fit; this is the net under them, so
@@ -91,6 +94,36 @@ func (h *Handler) handle(ctx context.Context, frame []byte, forwarded bool) (rep
 			Stamp(h.Clock.Now(), h.Lamport.Tick()).Encode()
 	}
 	return reply, pubs
+}
+
+// logRequest writes one debug line per client request (shown with
+// --log-level debug): its service, its user, its outcome and the time it
+// took. A write another server forwarded here says so.
+func (h *Handler) logRequest(ctx context.Context, req proto.Request, reply proto.Envelope, forwarded bool, took time.Duration) {
+	if h.Log == nil || !h.Log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	user := req.User
+	if user == "" {
+		user = req.Src // a direct message's sender
+	}
+	outcome := proto.StatusOK
+	if status, _, _ := reply.Data.String(reply.Service, "status"); status == proto.StatusError {
+		outcome = proto.StatusError
+	}
+	attrs := []any{"service", req.Service}
+	if user != "" { // users, channels and channel history name nobody
+		attrs = append(attrs, "user", user)
+	}
+	attrs = append(attrs, "outcome", outcome, "took", took)
+	if outcome == proto.StatusError {
+		why, _, _ := reply.Data.String(reply.Service, "description")
+		attrs = append(attrs, "why", why)
+	}
+	if forwarded {
+		attrs = append(attrs, "forwarded", true)
+	}
+	h.Log.Debug("request", attrs...)
 }
 
 // Refuse answers a request frame with an error without serving it (the

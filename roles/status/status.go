@@ -247,7 +247,7 @@ var errBadReply = errors.New("reply is not an envelope")
 // attempt.
 func brief(err error) string {
 	msg := strings.TrimPrefix(err.Error(), transport.ErrNoReply.Error()+" after 1 attempts: ")
-	if strings.HasPrefix(msg, "connect to ") {
+	if strings.HasPrefix(msg, "cannot connect to ") {
 		if i := strings.LastIndex(msg, ": "); i >= 0 {
 			return "cannot connect: " + msg[i+2:]
 		}

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"chat/roles/bot"
@@ -34,7 +36,7 @@ type Config struct {
 // unless told otherwise): the broker on 5555-5558, the reference on 5559,
 // and three servers on 5561-5563.
 func DefaultConfig(host string) Config {
-	ep := func(port int) string { return fmt.Sprintf("tcp://%s:%d", host, port) }
+	ep := func(port int) string { return "tcp://" + net.JoinHostPort(host, strconv.Itoa(port)) }
 	b := broker.DefaultConfig()
 	b.Front, b.Back, b.PubIn, b.PubOut = ep(5555), ep(5556), ep(5557), ep(5558)
 	r := reference.DefaultConfig()
