@@ -78,11 +78,32 @@ type Config struct {
 	// MaxSenders bounds the senders remembered; a sender is forgotten
 	// 2*MaxSkew after its last message (default 4096).
 	MaxSenders int
+	// LogEvery is the least time between two log lines about refused
+	// messages (Refusals; default 10 s).
+	LogEvery time.Duration
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{MaxSkew: 60 * time.Second, Reorder: 1024, MaxSenders: 4096}
+	return Config{MaxSkew: 60 * time.Second, Reorder: 1024, MaxSenders: 4096, LogEvery: 10 * time.Second}
+}
+
+// withDefaults fills in the fields whose zero value means the default.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.MaxSkew == 0 {
+		c.MaxSkew = d.MaxSkew
+	}
+	if c.Reorder == 0 {
+		c.Reorder = d.Reorder
+	}
+	if c.MaxSenders == 0 {
+		c.MaxSenders = d.MaxSenders
+	}
+	if c.LogEvery == 0 {
+		c.LogEvery = d.LogEvery
+	}
+	return c
 }
 
 // Validate reports a config that cannot work.
@@ -94,6 +115,8 @@ func (c Config) Validate() error {
 		return errors.New("clusterauth: Reorder must be a positive multiple of 64")
 	case c.MaxSenders < 1:
 		return errors.New("clusterauth: MaxSenders must be positive")
+	case c.LogEvery < 0:
+		return errors.New("clusterauth: LogEvery must not be negative")
 	}
 	return nil
 }
@@ -127,6 +150,9 @@ type Member struct {
 	windows map[windowKey]*window
 }
 
+// Config returns the member's config, defaults filled in.
+func (m *Member) Config() Config { return m.cfg }
+
 // windowKey is one sender on one channel.
 type windowKey struct {
 	label  string
@@ -140,9 +166,21 @@ type window struct {
 	last time.Time // when its last message was accepted
 }
 
+// ForKey returns the member holding secret, or nil (and no error) when
+// secret is empty: the cluster runs open. Zero fields of cfg are the
+// defaults.
+func ForKey(secret string, cfg Config) (*Member, error) {
+	if secret == "" {
+		return nil, nil
+	}
+	return New(secret, cfg)
+}
+
 // New returns the member holding secret. An empty secret is an error:
-// an open cluster has no Member at all (nil).
+// an open cluster has no Member at all (nil). Zero fields of cfg are the
+// defaults.
 func New(secret string, cfg Config) (*Member, error) {
+	cfg = cfg.withDefaults()
 	if len(secret) < MinSecretLength {
 		return nil, fmt.Errorf("clusterauth: a cluster key must have at least %d characters (`chat up` prints a generated one)", MinSecretLength)
 	}

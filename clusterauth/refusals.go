@@ -18,9 +18,14 @@ type Refusals struct {
 	skipped int
 }
 
-// NewRefusals returns a Refusals logging to log at most once per every.
-func NewRefusals(log *slog.Logger, every time.Duration) *Refusals {
-	return &Refusals{log: log, every: every}
+// NewRefusals returns a Refusals logging to log at most once per
+// m.Config().LogEvery (nil m: an open cluster, which refuses nothing).
+func NewRefusals(log *slog.Logger, m *Member) *Refusals {
+	r := &Refusals{log: log}
+	if m != nil {
+		r.every = m.Config().LogEvery
+	}
+	return r
 }
 
 // Refused logs one refusal (what was refused, why, and attributes), or
