@@ -124,6 +124,15 @@ func durationFlag(name string, value time.Duration, use string) *cli.DurationFla
 	return &cli.DurationFlag{Name: name, Value: value, Usage: use, EnvVars: envName(name)}
 }
 
+// clusterKeyFlag is --cluster-key (CHAT_CLUSTER_KEY), the same on every
+// role that is, or talks to, a member of the cluster.
+func clusterKeyFlag(use string) *cli.StringFlag {
+	return stringFlag("cluster-key", "", use)
+}
+
+// clusterKeyUsage is what --cluster-key says on the roles of the cluster.
+const clusterKeyUsage = "the cluster's secret key: only members that prove it may join (empty: the cluster runs open, any server may join)"
+
 // list splits a comma-separated flag value.
 func list(s string) []string {
 	var out []string
@@ -184,6 +193,7 @@ func serverCommand() *cli.Command {
 			durationFlag("leave-timeout", d.LeaveTimeout, "on SIGTERM, how long to wait for the broker to acknowledge the goodbye"),
 			intFlag("max-reply", d.Limits.MaxReply, "bytes of one reply: history pages and lists are cut to fit (more: true)"),
 			boolFlag("repair-store", false, "alone (no --reference): start on a damaged store, keeping what is sound (with peers it always does)"),
+			clusterKeyFlag(clusterKeyUsage),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -208,6 +218,7 @@ func serverCommand() *cli.Command {
 			cfg.MaxQueuedPerClient, cfg.MaxQueued = c.Int("max-queued-per-client"), c.Int("max-queued")
 			cfg.LeaveTimeout, cfg.Limits.MaxReply = c.Duration("leave-timeout"), c.Int("max-reply")
 			cfg.RepairStore = c.Bool("repair-store")
+			cfg.ClusterKey = c.String("cluster-key")
 			cfg.Listen = c.String("listen")
 			cfg.BrokerBack = c.String("broker-back")
 			cfg.BrokerPub = c.String("broker-pub")
@@ -249,6 +260,7 @@ func brokerCommand() *cli.Command {
 			intFlag("rate-burst", d.RateLimit.Burst, "requests a client may send at once above the rate"),
 			durationFlag("peer-check-interval", d.PeerCheckInterval, "how often closed server connections are looked for"),
 			intFlag("max-reply", d.MaxReply, "bytes of one reply a server may send back"),
+			clusterKeyFlag(clusterKeyUsage),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -262,6 +274,7 @@ func brokerCommand() *cli.Command {
 			cfg.RequestTimeout = c.Duration("request-timeout")
 			cfg.PeerCheckInterval = c.Duration("peer-check-interval")
 			cfg.MaxReply = c.Int("max-reply")
+			cfg.ClusterKey = c.String("cluster-key")
 			cfg.RateLimit.Rate, cfg.RateLimit.Burst = c.Float64("rate-limit"), c.Int("rate-burst")
 			if err := cfg.Validate(); err != nil {
 				return usage(err)
@@ -355,6 +368,7 @@ func upCommand() *cli.Command {
 			stringFlag("data", "./data", "directory of the servers' data files"),
 			intFlag("bots", 0, "bots to run in-process"),
 			stringFlag("host", "127.0.0.1", "interface every role binds (0.0.0.0: all)"),
+			clusterKeyFlag("the cluster's secret key (empty: a new random one, printed)"),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -367,6 +381,7 @@ func upCommand() *cli.Command {
 			cfg := up.DefaultConfig(c.String("host"))
 			cfg.DataDir = c.String("data")
 			cfg.Bots = c.Int("bots")
+			cfg.ClusterKey = c.String("cluster-key")
 			if err := cfg.Validate(); err != nil {
 				return usage(err)
 			}
