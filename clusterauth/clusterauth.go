@@ -131,7 +131,7 @@ type Tag struct {
 // Errors of Check. Each says why a message was refused.
 var (
 	ErrBadMAC    = errors.New("the authenticator does not match: the sender does not hold this cluster's key, or the message was altered")
-	ErrMalformed = errors.New("malformed authenticator")
+	ErrMalformed = errors.New("no authenticator, or a malformed one")
 	ErrStale     = errors.New("the authenticator's time is too far from this member's clock")
 	ErrReplayed  = errors.New("the message was seen before (replayed)")
 	ErrTooMany   = errors.New("too many senders to remember; try again later")

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 )
@@ -194,5 +196,27 @@ func TestKnownAnswer(t *testing.T) {
 	const want = "33d2d0ed991f0f16797f1791f21de65063e892792aefef23de94cf4071b1d1da"
 	if got != want {
 		t.Fatalf("MAC = %s, want %s", got, want)
+	}
+}
+
+// Refusals writes one line per kind per interval, counting the rest.
+func TestRefusalsAreRateLimitedPerKind(t *testing.T) {
+	var out bytes.Buffer
+	m := member(t, secret, nil)
+	r := NewRefusals(slog.New(slog.NewTextHandler(&out, nil)), m)
+	for range 100 {
+		r.Refused("a publication", ErrBadMAC)
+	}
+	r.Refused("a heartbeat", ErrBadMAC)
+	if n := strings.Count(out.String(), "refused a publication"); n != 1 {
+		t.Fatalf("%d lines for 100 refused publications, want 1:\n%s", n, out.String())
+	}
+	if !strings.Contains(out.String(), "refused a heartbeat") {
+		t.Fatalf("the flood of publications hid the refused heartbeat:\n%s", out.String())
+	}
+	r.kinds["a publication"].last = time.Now().Add(-m.Config().LogEvery)
+	r.Refused("a publication", ErrBadMAC)
+	if !strings.Contains(out.String(), "refused_since_last_line=99") {
+		t.Fatalf("the next line does not count the 99 left out:\n%s", out.String())
 	}
 }

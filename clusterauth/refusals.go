@@ -7,39 +7,53 @@ import (
 )
 
 // Refusals logs the messages a member refused for want of the key, at
-// most once per interval: a forger sending thousands of messages gets
-// one warning line per interval, with the count of those not shown.
+// most once per interval for each kind of message: a forger sending
+// thousands of messages gets one warning line per interval, with the
+// count of those not shown, and does not hide the refusals of another
+// kind.
 type Refusals struct {
 	log   *slog.Logger
 	every time.Duration
 
-	mu      sync.Mutex
-	last    time.Time
-	skipped int
+	mu    sync.Mutex
+	kinds map[string]*refusalKind
+}
+
+// refusalKind is the log state of one kind of refused message.
+type refusalKind struct {
+	last    time.Time // when its last line was written
+	skipped int       // refusals since, not logged
 }
 
 // NewRefusals returns a Refusals logging to log at most once per
-// m.Config().LogEvery (nil m: an open cluster, which refuses nothing).
+// m.Config().LogEvery for each kind (nil m: an open cluster, which
+// refuses nothing).
 func NewRefusals(log *slog.Logger, m *Member) *Refusals {
-	r := &Refusals{log: log}
+	r := &Refusals{log: log, kinds: map[string]*refusalKind{}}
 	if m != nil {
 		r.every = m.Config().LogEvery
 	}
 	return r
 }
 
-// Refused logs one refusal (what was refused, why, and attributes), or
-// counts it when a line was written less than every ago.
+// Refused logs one refusal of a message of kind what, with why and
+// attributes, or counts it when a line for what was written less than
+// the interval ago.
 func (r *Refusals) Refused(what string, err error, attrs ...any) {
 	now := time.Now()
 	r.mu.Lock()
-	if !r.last.IsZero() && now.Sub(r.last) < r.every {
-		r.skipped++
+	k := r.kinds[what]
+	if k == nil {
+		k = &refusalKind{}
+		r.kinds[what] = k
+	}
+	if !k.last.IsZero() && now.Sub(k.last) < r.every {
+		k.skipped++
 		r.mu.Unlock()
 		return
 	}
-	skipped := r.skipped
-	r.last, r.skipped = now, 0
+	skipped := k.skipped
+	k.last, k.skipped = now, 0
 	r.mu.Unlock()
 	args := append([]any{"err", err}, attrs...)
 	if skipped > 0 {

@@ -363,7 +363,8 @@ func upCommand() *cli.Command {
 		Usage: "run the whole topology on localhost in one process",
 		Description: "Starts the reference on 5559, the broker on the standard's ports (5555-5558)\n" +
 			"and three replicated servers on 5561-5563, prints every endpoint, and runs\n" +
-			"until Ctrl-C.",
+			"until Ctrl-C. Every role gets the cluster key (--cluster-key, or a new random\n" +
+			"one, printed with the `chat status` line that uses it).",
 		Flags: []cli.Flag{
 			stringFlag("data", "./data", "directory of the servers' data files"),
 			intFlag("bots", 0, "bots to run in-process"),

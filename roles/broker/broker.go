@@ -112,6 +112,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("broker: servers may send replies of %d bytes, but the transport accepts frames of at most %d: a legitimate reply would cut its server off",
 			c.MaxReply, transport.CurrentGuardConfig().MaxFrame)
 	}
+	if _, err := clusterauth.ForKey(c.ClusterKey, c.ClusterAuth); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
 	return c.RateLimit.Validate()
 }
 
