@@ -71,9 +71,10 @@ type Config struct {
 	// MaxSkew is how far a message's time may be from the receiver's
 	// physical clock, either way (default 60 s).
 	MaxSkew time.Duration
-	// Reorder is how many messages of one sender on one channel may
-	// overtake another before the late one counts as replayed: the size of
-	// the anti-replay window, a multiple of 64 (default 1024).
+	// Reorder is the size in bits of the anti-replay window of one sender
+	// on one channel, a multiple of 64 (default 1024): a message may be
+	// overtaken by up to Reorder-65 later ones of its sender and channel;
+	// later than that, it counts as replayed.
 	Reorder int
 	// MaxSenders bounds the senders remembered; a sender is forgotten
 	// 2*MaxSkew after its last message (default 4096).
@@ -225,7 +226,7 @@ func (m *Member) Check(label string, t Tag, body ...[]byte) error {
 
 // CheckReply accepts a reply authenticated by t: the MAC and the time,
 // with no replay state, because a reply's body starts with the MAC of the
-// request it answers (ReplyBody), which is never used twice.
+// request it answers (WrapReply), which is never used twice.
 func (m *Member) CheckReply(t Tag, body ...[]byte) error {
 	if err := m.verify(Reply, t, body); err != nil {
 		return err

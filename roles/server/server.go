@@ -307,7 +307,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.handler = &Handler{Store: st, Lamport: lamport, Clock: clock.NewPhysical(cfg.Clock, cfg.ClockSkew), Limits: cfg.Limits, Log: log}
 	s.key, _ = clusterauth.ForKey(cfg.ClusterKey, cfg.ClusterAuth) // checked by Validate
-	s.refused = clusterauth.NewRefusals(log, s.key)
 	if s.key == nil {
 		log.Warn(clusterauth.OpenWarning)
 	}
@@ -336,7 +335,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.log = s.node.Logger() // every line: clock, server, rank, coordinator
 	log = s.log
 	s.handler.Log = s.log
-	s.refused = clusterauth.NewRefusals(s.log, s.key)
+	s.refused = clusterauth.NewRefusals(s.log, s.key) // before the workers, its only users
 	for range cfg.Workers {
 		s.workers.Go(s.work)
 	}
