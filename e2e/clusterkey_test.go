@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"chat/internal/clustertest"
 	"chat/proto"
+	"chat/roles/broker"
 	"chat/roles/server"
 	"chat/roles/status"
 	"chat/transport"
@@ -119,6 +121,85 @@ func TestKeyedClusterEndToEnd(t *testing.T) {
 	for _, s := range c.Reference.Known() {
 		if s.Name == "intruder" {
 			t.Fatal("the reference registered the keyless server")
+		}
+	}
+}
+
+// keyedPublisher is another implementation's member, in Python with the
+// standard library's hmac and hashlib only, written from PROTOCOL.md
+// section 11: it publishes on publish-in with the authenticator frame,
+// once with the cluster's key and once with another.
+const keyedPublisher = `
+import hashlib, hmac, msgpack, os, struct, sys, time, zmq
+endpoint, key = sys.argv[1], sys.argv[2]
+def mac_key(secret):
+    prk = hmac.new(b"chat cluster key", secret.encode(), hashlib.sha256).digest()
+    return hmac.new(prk, b"hmac-sha256 v1" + b"\x01", hashlib.sha256).digest()
+sender, counter = os.urandom(8), 0
+def tag(secret, frames):
+    global counter
+    counter += 1
+    ms, nonce = int(time.time() * 1000), sender + struct.pack(">Q", counter)
+    body = b"".join(struct.pack(">I", len(f)) + f for f in frames)
+    mac = hmac.new(mac_key(secret), b"publish\x00" + struct.pack(">q", ms) + nonce + body, hashlib.sha256).digest()
+    return msgpack.packb({"time": ms, "nonce": nonce, "mac": mac}, use_bin_type=True)
+pub = zmq.Context().socket(zmq.PUB)
+pub.connect(endpoint)
+for i in range(200):
+    for secret, text in ((key, b"genuine"), (key + "-wrong", b"forged")):
+        frames = [b"lab", text]
+        pub.send_multipart(frames + [tag(secret, frames)])
+    time.sleep(0.05)
+`
+
+// Issue 11: the wire format of PROTOCOL.md section 11 is enough for
+// another implementation: a Python publisher that follows it gets its
+// publications through a keyed broker, and the same with another key are
+// dropped.
+func TestKeyedPublicationFromAnotherImplementation(t *testing.T) {
+	requirePython(t)
+	cfg := clustertest.BrokerConfig()
+	cfg.ClusterKey = e2eClusterKey
+	b, err := broker.Start(context.Background(), cfg, clustertest.Log())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	sub, err := transport.DialSocket(t.Context(), zmq4.NewSub, b.PubOutAddr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	sub.SetOption(zmq4.OptionSubscribe, "lab")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, pythonInterpreter, "-c", keyedPublisher, b.PubInAddr(), e2eClusterKey)
+	var out clustertest.Output
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); cmd.Wait() }()
+	got := make(chan [][]byte, 100)
+	go func() {
+		for {
+			m, err := sub.Recv()
+			if err != nil {
+				return
+			}
+			got <- m.Frames
+		}
+	}()
+	deadline := time.After(10 * time.Second)
+	for genuine := 0; genuine < 5; {
+		select {
+		case f := <-got:
+			if string(f[1]) != "genuine" {
+				t.Fatalf("the subscriber got %q: a publication under another key went through", f)
+			}
+			genuine++
+		case <-deadline:
+			t.Fatalf("%d of the Python member's publications reached the subscriber in 10 s; python said: %s", genuine, out.String())
 		}
 	}
 }
