@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"chat/clock"
+	"chat/clusterauth"
 	"chat/election"
 	"chat/logging"
 	"chat/proto"
@@ -32,8 +33,9 @@ func retryf(format string, args ...any) error {
 
 // PeerIdentity starts the ZeroMQ identity of every server's client to
 // another server, so that a server can tell its peers' traffic from its
-// clients' (peers are not rate-limited). Until the cluster has a key,
-// this is not a security boundary.
+// clients' (peers are not rate-limited). It is no proof of membership:
+// with a cluster key, a peer's requests also carry the key's
+// authenticator (Deps.Key), and only those skip the limits.
 const PeerIdentity = "chat-peer:"
 
 // Deps are what a Node uses of its server.
@@ -45,6 +47,10 @@ type Deps struct {
 	// "servers"); nil publishes nothing.
 	Publish func(proto.Publication)
 	Log     *slog.Logger
+	// Key is the cluster key: every request to the reference and to other
+	// servers is authenticated with it, and every reply must be (see
+	// clusterauth.Member.Exchange). nil: the cluster runs open.
+	Key *clusterauth.Member
 }
 
 // peer is another server: its rank, its endpoint and a request client to it.
@@ -516,7 +522,7 @@ func (n *Node) request(to, service string, msg any, done func(reply []byte, err 
 	frame := encodeMsg(service, msg, n.deps.Clock.Now(), n.deps.Lamport.Tick())
 	client := p.client
 	n.wg.Go(func() {
-		reply, err := client.Do(n.ctx, frame)
+		reply, err := n.deps.Key.Exchange(n.ctx, client.Do, frame)
 		if err == nil {
 			var clk uint64
 			clk, err = decodeMsg(reply, nil)
@@ -562,7 +568,7 @@ func (n *Node) callWith(ctx context.Context, to, service string, msg any, slow b
 	if slow {
 		client = p.slow
 	}
-	reply, err := client.Do(ctx, encodeMsg(service, msg, n.deps.Clock.Now(), n.deps.Lamport.Tick()))
+	reply, err := n.deps.Key.Exchange(ctx, client.Do, encodeMsg(service, msg, n.deps.Clock.Now(), n.deps.Lamport.Tick()))
 	if err != nil {
 		return nil, err
 	}

@@ -53,7 +53,7 @@ func (n *Node) keepRegistered() {
 	do := func(service string, msg any, into any) error {
 		ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.ReferenceTimeout)
 		defer cancel()
-		reply, err := ref.Do(ctx, encodeMsg(service, msg, n.deps.Clock.Now(), n.deps.Lamport.Tick()))
+		reply, err := n.deps.Key.Exchange(ctx, ref.Do, encodeMsg(service, msg, n.deps.Clock.Now(), n.deps.Lamport.Tick()))
 		if err != nil {
 			return err
 		}

@@ -15,6 +15,13 @@ import (
 	"chat/transport"
 )
 
+// MembersOnly reports whether service is one that, with a cluster key,
+// only members that prove it may ask: the cluster's own (IsService) and
+// forward.
+func MembersOnly(service string) bool {
+	return IsService(service) || service == ServiceForward
+}
+
 // IsService reports whether service is one of the cluster's own (server
 // to server, and status), which Serve answers.
 func IsService(service string) bool {

@@ -167,6 +167,15 @@ func durationFlag(name string, value time.Duration, use string) *cli.DurationFla
 	return &cli.DurationFlag{Name: name, Value: value, Usage: use, EnvVars: envName(name)}
 }
 
+// clusterKeyFlag is --cluster-key (CHAT_CLUSTER_KEY), the same on every
+// role that is, or talks to, a member of the cluster.
+func clusterKeyFlag(use string) *cli.StringFlag {
+	return stringFlag("cluster-key", "", use)
+}
+
+// clusterKeyUsage is what --cluster-key says on the roles of the cluster.
+const clusterKeyUsage = "the cluster's secret key: only members that prove it may join (empty: the cluster runs open, any server may join)"
+
 // list splits a comma-separated flag value.
 func list(s string) []string {
 	var out []string
@@ -229,6 +238,7 @@ func serverCommand() *cli.Command {
 			boolFlag("repair-store", false, "alone (no --reference): start on a damaged store, keeping what is sound (with peers it always does)"),
 			boolFlag("require-accounts", false, "refuse names not claimed with a password (login without password, publish/message/DM history as an unclaimed name)"),
 			durationFlag("token-ttl", d.Accounts.TokenTTL, "how long the token of a password login is valid"),
+			clusterKeyFlag(clusterKeyUsage),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -254,6 +264,7 @@ func serverCommand() *cli.Command {
 			cfg.LeaveTimeout, cfg.Limits.MaxReply = c.Duration("leave-timeout"), c.Int("max-reply")
 			cfg.RepairStore = c.Bool("repair-store")
 			cfg.Accounts.Require, cfg.Accounts.TokenTTL = c.Bool("require-accounts"), c.Duration("token-ttl")
+			cfg.ClusterKey = c.String("cluster-key")
 			cfg.Listen = c.String("listen")
 			cfg.BrokerBack = c.String("broker-back")
 			cfg.BrokerPub = c.String("broker-pub")
@@ -295,6 +306,7 @@ func brokerCommand() *cli.Command {
 			intFlag("rate-burst", d.RateLimit.Burst, "requests a client may send at once above the rate"),
 			durationFlag("peer-check-interval", d.PeerCheckInterval, "how often closed server connections are looked for"),
 			intFlag("max-reply", d.MaxReply, "bytes of one reply a server may send back"),
+			clusterKeyFlag(clusterKeyUsage),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -308,6 +320,7 @@ func brokerCommand() *cli.Command {
 			cfg.RequestTimeout = c.Duration("request-timeout")
 			cfg.PeerCheckInterval = c.Duration("peer-check-interval")
 			cfg.MaxReply = c.Int("max-reply")
+			cfg.ClusterKey = c.String("cluster-key")
 			cfg.RateLimit.Rate, cfg.RateLimit.Burst = c.Float64("rate-limit"), c.Int("rate-burst")
 			if err := cfg.Validate(); err != nil {
 				return usage(err)
@@ -397,11 +410,13 @@ func upCommand() *cli.Command {
 		Description: "Starts the reference on 5559, the broker on the standard's ports (5555-5558)\n" +
 			"and three replicated servers on 5561-5563, all bound to --host (127.0.0.1: this\n" +
 			"machine only), each server with its data under --data/<name>, then --bots bots;\n" +
-			"prints every endpoint, and runs until Ctrl-C.",
+			"prints every endpoint, and runs until Ctrl-C. Every role gets the cluster key\n" +
+			"(--cluster-key, or a new random one, printed with the `chat status` line that uses it).",
 		Flags: []cli.Flag{
 			stringFlag("data", "./data", "directory of the servers' data files"),
 			intFlag("bots", 0, "bots to run in-process"),
 			stringFlag("host", "127.0.0.1", "interface every role binds (0.0.0.0: all)"),
+			clusterKeyFlag("the cluster's secret key (empty: a new random one, printed)"),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -417,6 +432,7 @@ func upCommand() *cli.Command {
 			cfg := up.DefaultConfig(c.String("host"))
 			cfg.DataDir = c.String("data")
 			cfg.Bots = c.Int("bots")
+			cfg.ClusterKey = c.String("cluster-key")
 			if err := cfg.Validate(); err != nil {
 				return usage(err)
 			}

@@ -25,6 +25,7 @@ func referenceCommand() *cli.Command {
 			stringFlag("listen", d.Listen, "endpoint of the reference's request socket"),
 			stringFlag("data", d.DataDir, "directory of reference.db, the names and ranks"),
 			durationFlag("server-timeout", d.ServerTimeout, "silence after which a server leaves the list"),
+			clusterKeyFlag(clusterKeyUsage),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -35,6 +36,7 @@ func referenceCommand() *cli.Command {
 			cfg.Listen = c.String("listen")
 			cfg.DataDir = c.String("data")
 			cfg.ServerTimeout = c.Duration("server-timeout")
+			cfg.ClusterKey = c.String("cluster-key")
 			cfg.CheckInterval = min(cfg.CheckInterval, cfg.ServerTimeout)
 			if err := cfg.Validate(); err != nil {
 				return usage(err)
@@ -69,6 +71,7 @@ func statusCommand() *cli.Command {
 			boolFlag("watch", false, "redraw every --interval until interrupted"),
 			durationFlag("interval", d.Interval, "period of the redraw with --watch"),
 			durationFlag("timeout", d.ServerTimeout, "how long each server is given to answer"),
+			clusterKeyFlag("the cluster's key, when it has one (its reference and servers answer members only)"),
 		},
 		Action: func(c *cli.Context) error {
 			if _, err := newLogger(c); err != nil {
@@ -79,6 +82,7 @@ func statusCommand() *cli.Command {
 			cfg.Watch = c.Bool("watch")
 			cfg.Interval = c.Duration("interval")
 			cfg.ServerTimeout = c.Duration("timeout")
+			cfg.ClusterKey = c.String("cluster-key")
 			if err := cfg.Validate(); err != nil {
 				return usage(err)
 			}

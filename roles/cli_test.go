@@ -250,3 +250,19 @@ func TestBotWhereNothingAnswersFails(t *testing.T) {
 		t.Errorf("chat bot --duration 300ms took %v", time.Since(start))
 	}
 }
+
+// --cluster-key (CHAT_CLUSTER_KEY) is read by every role of the cluster,
+// and by status and up: a key too short to be one is a usage error.
+func TestEveryMemberTakesTheClusterKey(t *testing.T) {
+	for _, role := range [][]string{{"server", "--name", "s"}, {"broker"}, {"reference"}, {"status"}, {"up"}} {
+		args := append(append([]string{"chat"}, role...), "--cluster-key", "short")
+		err := App(strings.NewReader(""), &bytes.Buffer{}, &bytes.Buffer{}).Run(args)
+		if ExitCode(err) != ExitUsage || !strings.Contains(fmt.Sprint(err), "at least 16 characters") {
+			t.Errorf("%v: exit %d, %v; want a usage error about the key", args, ExitCode(err), err)
+		}
+	}
+	t.Setenv("CHAT_CLUSTER_KEY", "short")
+	if code, _, _ := run("broker"); code != ExitUsage {
+		t.Fatalf("CHAT_CLUSTER_KEY not read as --cluster-key: exit %d", code)
+	}
+}

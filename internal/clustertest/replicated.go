@@ -46,13 +46,23 @@ func FastCluster(cfg *server.Config) {
 // tune, when not nil, edits each server's config.
 func StartReplicated(t testing.TB, n int, tune func(*server.Config)) *Replicated {
 	t.Helper()
+	return StartReplicatedKeyed(t, n, "", tune)
+}
+
+// StartReplicatedKeyed is StartReplicated with cluster key key for the
+// reference, the broker and every server ("" : open).
+func StartReplicatedKeyed(t testing.TB, n int, key string, tune func(*server.Config)) *Replicated {
+	t.Helper()
 	rc := reference.DefaultConfig()
 	rc.Listen, rc.DataDir, rc.ServerTimeout = "tcp://127.0.0.1:0", t.TempDir(), time.Second
+	rc.ClusterKey = key
 	ref, err := reference.Start(context.Background(), rc, Log())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := broker.Start(context.Background(), BrokerConfig(), Log())
+	bc := BrokerConfig()
+	bc.ClusterKey = key
+	b, err := broker.Start(context.Background(), bc, Log())
 	if err != nil {
 		ref.Close()
 		t.Fatal(err)
@@ -65,6 +75,7 @@ func StartReplicated(t testing.TB, n int, tune func(*server.Config)) *Replicated
 		cfg.DataDir = filepath.Join(t.TempDir(), cfg.Name)
 		cfg.Reference, cfg.BrokerSub = ref.Addr(), b.PubOutAddr()
 		cfg.Cluster.Replicas = n
+		cfg.ClusterKey = key
 		FastCluster(&cfg)
 		if tune != nil {
 			tune(&cfg)

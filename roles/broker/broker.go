@@ -30,6 +30,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"chat/clock"
+	"chat/clusterauth"
 	"chat/logging"
 	"chat/proto"
 	"chat/ratelimit"
@@ -57,6 +58,12 @@ type Config struct {
 	// accept frames that large, or a legitimate reply would cut a server
 	// off: Validate checks it.
 	MaxReply int
+	// ClusterKey, when set, admits only the servers that prove it: on the
+	// back end, a server joins with an authenticated heartbeat, and on
+	// publish-in only authenticated publications are fanned out (PROTOCOL.md,
+	// "Cluster key"). Empty: the cluster runs open.
+	ClusterKey  string
+	ClusterAuth clusterauth.Config // the key's limits (zero fields: the defaults)
 }
 
 // withDefaults fills in the fields whose zero value means the default.
@@ -105,6 +112,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("broker: servers may send replies of %d bytes, but the transport accepts frames of at most %d: a legitimate reply would cut its server off",
 			c.MaxReply, transport.CurrentGuardConfig().MaxFrame)
 	}
+	if _, err := clusterauth.ForKey(c.ClusterKey, c.ClusterAuth); err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
 	return c.RateLimit.Validate()
 }
 
@@ -116,6 +126,8 @@ type Broker struct {
 
 	front, back zmq4.Socket
 	peers       *backPeers
+	key         *clusterauth.Member // nil: the cluster runs open
+	refused     *clusterauth.Refusals
 	pubIn       *transport.Collector
 	pubOut      *transport.Fanout
 	router      *router
@@ -138,7 +150,16 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 	// Close alone stops the broker: servers stopping after the caller's
 	// ctx ended (SIGTERM in `chat up`) still get their goodbye answered.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	b := &Broker{cfg: cfg, log: log, lamport: lamport, cancel: cancel, peers: &backPeers{}}
+	key, err := clusterauth.ForKey(cfg.ClusterKey, cfg.ClusterAuth)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	b := &Broker{cfg: cfg, log: log, lamport: lamport, cancel: cancel, peers: &backPeers{},
+		key: key, refused: clusterauth.NewRefusals(log, key)}
+	if key == nil {
+		log.Warn(clusterauth.OpenWarning)
+	}
 
 	binds := []struct {
 		sock *zmq4.Socket
@@ -158,9 +179,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 		}
 		*bind.sock = s
 	}
-	var err error
 	if b.pubOut, err = transport.ListenFanout(ctx, cfg.PubOut); err == nil {
-		b.pubIn, err = transport.ListenCollector(ctx, cfg.PubIn, b.pubOut.Publish)
+		b.pubIn, err = transport.ListenCollector(ctx, cfg.PubIn, b.publishIn)
 	}
 	if err != nil {
 		b.closeSockets()
@@ -169,9 +189,27 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 	}
 
 	b.router = newRouter(cfg, log, lamport, b.front, b.back, b.peers)
+	b.router.key, b.router.refused = key, b.refused
 	b.wg.Go(func() { b.router.run(ctx) })
-	log.Info("broker started", "front", b.FrontAddr(), "back", b.BackAddr(), "pub_in", b.PubInAddr(), "pub_out", b.PubOutAddr())
+	log.Info("broker started", "front", b.FrontAddr(), "back", b.BackAddr(), "pub_in", b.PubInAddr(), "pub_out", b.PubOutAddr(),
+		"cluster_key", key != nil)
 	return b, nil
+}
+
+// publishIn hands a publication from publish-in to the subscribers. With
+// a cluster key, it must carry its authenticator as a last frame
+// ([topic][payload][tag]): it is checked and taken off, so subscribers
+// get the standard's two frames; a publication without a valid one is
+// dropped and logged.
+func (b *Broker) publishIn(frames [][]byte) {
+	if b.key != nil {
+		var err error
+		if frames, err = b.key.CheckFrames(clusterauth.Publish, frames); err != nil {
+			b.refused.Refused("a publication on publish-in", err)
+			return
+		}
+	}
+	b.pubOut.Publish(frames)
 }
 
 // FrontAddr is the endpoint clients send requests to.

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"chat/clock"
+	"chat/clusterauth"
 	"chat/proto"
 	"chat/ratelimit"
 	"chat/transport"
@@ -40,6 +42,11 @@ type router struct {
 	front, back zmq4.Socket
 	peers       *backPeers
 	limiter     *ratelimit.Limiter
+	// key, when not nil, is the cluster key: a server joins only with a
+	// heartbeat that proves it (wrapped, clusterauth.Heartbeat), and what
+	// others send on the back end is refused and logged through refused.
+	key     *clusterauth.Member
+	refused *clusterauth.Refusals
 
 	// order is held from assigning a request to sending it, and from
 	// taking a goodbye to acknowledging it, so the acknowledgement comes
@@ -104,6 +111,9 @@ func (r *router) checkPeers(now time.Time) {
 	changed := false
 	for _, e := range events {
 		switch {
+		case e.up && r.key != nil && e.c.socketType == "REP":
+			// A REP never sends first, so it cannot prove the key.
+			r.refused.Refused("a REP server on the back end", errors.New("a REP server sends no heartbeat"), "server", showID(e.c.id))
 		case e.up && r.table.connected(e.c.id, e.c.socketType, e.c.gen, now):
 			changed = true
 			r.log.Info("server joined", "server", showID(e.c.id), "socket", e.c.socketType, "live", len(r.table.ring))
@@ -178,7 +188,22 @@ func (r *router) fromServer(m zmq4.Msg) {
 	r.mu.Lock()
 	if len(m.Frames) == 2 && !r.table.isREP(server) {
 		r.mu.Unlock()
-		r.heartbeat(server, m.Frames[1])
+		body := m.Frames[1]
+		if r.key != nil {
+			var err error
+			if body, _, err = r.key.Unwrap(clusterauth.Heartbeat, body); err != nil {
+				r.refused.Refused("a heartbeat on the back end", err, "server", showID(server))
+				return
+			}
+		}
+		r.heartbeat(server, body)
+		return
+	}
+	if r.key != nil && !r.table.known(server) {
+		// Only a proven heartbeat makes a server known: a reply from
+		// anyone else answers no request.
+		r.mu.Unlock()
+		r.refused.Refused("a message on the back end", errors.New("its sender never sent an authenticated heartbeat"), "server", showID(server))
 		return
 	}
 	joined, _ := r.table.heard(server, "", false, now)

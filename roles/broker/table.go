@@ -268,6 +268,10 @@ func (t *table) completeOldest(id string) (*pending, bool) {
 	return oldest, true
 }
 
+// known reports whether id is a server the table has heard from and not
+// forgotten.
+func (t *table) known(id string) bool { return t.servers[id] != nil }
+
 // isREP reports whether id is a REP server.
 func (t *table) isREP(id string) bool {
 	s := t.servers[id]

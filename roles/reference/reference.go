@@ -29,6 +29,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"chat/clock"
+	"chat/clusterauth"
 	"chat/logging"
 	"chat/proto"
 	"chat/transport"
@@ -57,6 +58,11 @@ type Config struct {
 	Clock         clock.Source  // physical time source (nil: the system clock)
 	Limits        proto.Limits  // MaxName bounds server names, MaxRequest request frames
 	Queue         int           // requests read and waiting for the worker
+	// ClusterKey, when set, is the cluster key: the reference answers only
+	// requests that prove it, and authenticates its answers (PROTOCOL.md,
+	// "Cluster key"). Empty: the cluster runs open.
+	ClusterKey  string
+	ClusterAuth clusterauth.Config // the key's limits (zero fields: the defaults)
 }
 
 // DefaultConfig returns the defaults: the standard's port 5559.
@@ -87,6 +93,9 @@ func (c Config) Validate() error {
 	case c.Queue < 1:
 		return errors.New("reference: queue must hold at least 1 request")
 	}
+	if _, err := clusterauth.ForKey(c.ClusterKey, c.ClusterAuth); err != nil {
+		return fmt.Errorf("reference: %w", err)
+	}
 	return nil
 }
 
@@ -97,6 +106,8 @@ type Reference struct {
 	clock   clock.Source
 	lamport *clock.Lamport
 	closeDB func() error
+	key     *clusterauth.Member // nil: the cluster runs open
+	refused *clusterauth.Refusals
 
 	mu  sync.Mutex // guards reg
 	reg *registry
@@ -150,6 +161,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Reference, error
 		jobs:    make(chan transport.Routed, cfg.Queue),
 		cancel:  cancel,
 	}
+	r.key, _ = clusterauth.ForKey(cfg.ClusterKey, cfg.ClusterAuth) // checked by Validate
+	r.refused = clusterauth.NewRefusals(log, r.key)
+	if r.key == nil {
+		log.Warn(clusterauth.OpenWarning)
+	}
 	r.sock, err = transport.ListenSocket(ctx, zmq4.NewRouter, cfg.Listen)
 	if err != nil {
 		cancel()
@@ -159,7 +175,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Reference, error
 	r.wg.Go(func() { r.work(ctx) })
 	r.wg.Go(func() { r.read(ctx) })
 	r.wg.Go(func() { r.watch(ctx) })
-	log.Info("reference started", "listen", r.Addr(), "data", path, "known_servers", len(known), "server_timeout", cfg.ServerTimeout)
+	log.Info("reference started", "listen", r.Addr(), "data", path, "known_servers", len(known), "server_timeout", cfg.ServerTimeout,
+		"cluster_key", r.key != nil)
 	return r, nil
 }
 
@@ -224,7 +241,7 @@ func (r *Reference) work(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case req := <-r.jobs:
-			if err := r.sock.Send(req.Reply(r.Handle(req.Body))); err != nil {
+			if err := r.sock.Send(req.Reply(r.answer(req.Body))); err != nil {
 				r.log.Debug("reply not delivered", "err", err)
 			}
 		}
@@ -253,6 +270,23 @@ func (r *Reference) expire(now time.Time) {
 	for _, s := range r.reg.expire(now) {
 		r.log.Info(fmt.Sprintf("server %s left the list (no heartbeat for %v)", s.Name, r.cfg.ServerTimeout), "rank", s.Rank)
 	}
+}
+
+// answer is Handle through the cluster key: with one, every service is
+// for members only, so a request must come in an authenticated envelope,
+// and its answer goes back authenticated; any other gets an erro "this
+// cluster requires its key", logged.
+func (r *Reference) answer(frame []byte) []byte {
+	inner, tag, err := r.key.Admit(frame, func(string) bool { return true })
+	if err != nil {
+		service := proto.PeekService(frame)
+		if service == "" {
+			service = proto.ErrorService
+		}
+		r.refused.Refused("a request", err, "service", service)
+		return proto.ErrorReply(service, err.Error()).Stamp(r.clock.Now(), r.lamport.Tick()).Encode()
+	}
+	return r.key.Answer(tag, r.Handle(inner))
 }
 
 // Handle answers one request frame. It never fails: every problem becomes

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 
+	"chat/clusterauth"
 	"chat/proto"
 	"chat/transport"
 )
@@ -39,6 +40,10 @@ type brokerLink struct {
 	// heartbeats say so ("leader": true), and the broker sends it the
 	// writes, which other servers would only forward to it. nil: never.
 	leading func() bool
+	// key, when not nil, is the cluster key: heartbeats go wrapped in an
+	// authenticated envelope and publications carry an authenticator
+	// frame, as the broker of a keyed cluster requires.
+	key *clusterauth.Member
 
 	mu      sync.Mutex
 	cur     *linkSession // the session running now (nil: none)
@@ -62,7 +67,11 @@ func (l *brokerLink) heartbeat(bye bool) []byte {
 	} else if l.leading != nil && l.leading() {
 		d["leader"] = true
 	}
-	return proto.Envelope{Service: "heartbeat", Data: d}.Encode()
+	hb := proto.Envelope{Service: "heartbeat", Data: d}.Encode()
+	if l.key != nil {
+		hb, _ = l.key.Wrap(clusterauth.Heartbeat, hb)
+	}
+	return hb
 }
 
 // leave says goodbye to the broker and waits, at most timeout, until it
@@ -258,7 +267,11 @@ func (l *brokerLink) publish(ctx context.Context, fail context.CancelCauseFunc, 
 		case <-ctx.Done():
 			return
 		case p := <-l.pubs:
-			if err := pub.Send(zmq4.NewMsgFrom(p.Frames()...)); err != nil {
+			frames := p.Frames()
+			if l.key != nil {
+				frames = append(frames, l.key.SealFrames(clusterauth.Publish, frames))
+			}
+			if err := pub.Send(zmq4.NewMsgFrom(frames...)); err != nil {
 				fail(fmt.Errorf("publish to broker: %w", err))
 				return
 			}

@@ -25,6 +25,7 @@ import (
 
 	"chat/clock"
 	"chat/cluster"
+	"chat/clusterauth"
 	"chat/logging"
 	"chat/proto"
 	"chat/ratelimit"
@@ -73,6 +74,12 @@ type Config struct {
 	// replication and clock-sync timeouts); its Name, DataDir, Advertise,
 	// Reference and BrokerSub are taken from the fields above.
 	Cluster cluster.Config
+	// ClusterKey, when set, is the cluster key: the server proves it to
+	// the broker, the reference and its peers, and answers the cluster's
+	// services only to those that prove it (PROTOCOL.md, "Cluster key").
+	// Empty: the cluster runs open.
+	ClusterKey  string
+	ClusterAuth clusterauth.Config // the key's limits (zero fields: the defaults)
 }
 
 // DefaultConfig returns the defaults for a server called name.
@@ -136,6 +143,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server: replies must be bounded (Limits.MaxReply): every hop refuses frames over %d bytes", max)
 	case int64(c.Limits.MaxReply) > max:
 		return fmt.Errorf("server: replies may be up to %d bytes, but the transport accepts frames of at most %d: the broker would cut this server off", c.Limits.MaxReply, max)
+	}
+	if _, err := clusterauth.ForKey(c.ClusterKey, c.ClusterAuth); err != nil {
+		return fmt.Errorf("server: %w", err)
 	}
 	if err := c.clusterConfig("tcp://127.0.0.1:1").Validate(); err != nil {
 		return err
@@ -245,6 +255,8 @@ type Server struct {
 	lamport *clock.Lamport
 	handler *Handler
 	node    *cluster.Node
+	key     *clusterauth.Member // nil: the cluster runs open
+	refused *clusterauth.Refusals
 
 	front   zmq4.Socket
 	peers   *peerConns // the front's connections, by routing identity
@@ -302,6 +314,10 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.handler = &Handler{Store: st, Lamport: lamport, Clock: clock.NewPhysical(cfg.Clock, cfg.ClockSkew), Limits: cfg.Limits, Log: log,
 		Accounts: NewAccounts(cfg.Accounts)}
+	s.key, _ = clusterauth.ForKey(cfg.ClusterKey, cfg.ClusterAuth) // checked by Validate
+	if s.key == nil {
+		log.Warn(clusterauth.OpenWarning)
+	}
 
 	s.front, err = transport.ListenSocket(ctx, zmq4.NewRouter, cfg.Listen, zmq4.WithSecurity(s.peers))
 	if err != nil {
@@ -315,7 +331,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	cc := cfg.clusterConfig(s.Addr())
 	cc.AbstainUntil = held
 	s.node, err = cluster.Start(ctx, cc, cluster.Deps{
-		Store: st, Lamport: lamport, Clock: s.handler.Clock, Publish: s.publish, Log: log,
+		Store: st, Lamport: lamport, Clock: s.handler.Clock, Publish: s.publish, Log: log, Key: s.key,
 	})
 	if err != nil {
 		cancel()
@@ -327,15 +343,17 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.log = s.node.Logger() // every line: clock, server, rank, coordinator
 	log = s.log
 	s.handler.Log = s.log
+	s.refused = clusterauth.NewRefusals(s.log, s.key) // before the workers, its only users
 	for range cfg.Workers {
 		s.workers.Go(s.work)
 	}
 	s.wg.Go(func() { s.readFront(ctx) })
 	if cfg.BrokerBack != "" || cfg.BrokerPub != "" {
-		s.link = &brokerLink{cfg: cfg, log: log, enqueue: s.enqueue, intake: s.intake, handler: s.handler, pubs: s.pubs, leading: s.node.Leading}
+		s.link = &brokerLink{cfg: cfg, log: log, enqueue: s.enqueue, intake: s.intake, handler: s.handler, pubs: s.pubs, leading: s.node.Leading, key: s.key}
 		s.wg.Go(func() { s.link.run(ctx) })
 	}
-	log.Info("server started", "listen", s.Addr(), "broker_back", cfg.BrokerBack, "broker_pub", cfg.BrokerPub, "data", cfg.DataDir)
+	log.Info("server started", "listen", s.Addr(), "broker_back", cfg.BrokerBack, "broker_pub", cfg.BrokerPub, "data", cfg.DataDir,
+		"cluster_key", s.key != nil)
 	return s, nil
 }
 
@@ -428,7 +446,7 @@ func (s *Server) readFront(ctx context.Context) {
 		if conn != nil && conn.Closed() {
 			continue // its sender has gone: nothing to serve, no one to answer
 		}
-		peer := bytes.HasPrefix(id, peerIdentity)
+		peer := bytes.HasPrefix(id, peerIdentity) && (s.key == nil || proto.PeekService(r.Body) == clusterauth.Service)
 		client := ""
 		if !peer {
 			if !s.limiter.Allow(string(id), time.Now()) {
@@ -495,7 +513,7 @@ func (s *Server) work() {
 		}
 		// The request is served to the end even if the server is
 		// stopping: a write is either acknowledged or never made.
-		reply, pubs := s.handler.Handle(withClient(context.Background(), j.client), j.req.Body)
+		reply, pubs := s.serve(withClient(context.Background(), j.client), j.req.Body)
 		if int64(len(reply)) > maxFrame {
 			// Only the cluster's own replies are not bounded by
 			// Limits.MaxReply; over the frame limit, the link would be cut.

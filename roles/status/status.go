@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"chat/clock"
+	"chat/clusterauth"
 	"chat/proto"
 	"chat/roles/reference"
 	"chat/transport"
@@ -44,6 +45,13 @@ type Config struct {
 	// merged with each reply (nil: a new one for each Snapshot; Run keeps
 	// one across the snapshots it takes).
 	Lamport *clock.Lamport
+	// ClusterKey is the cluster's key, when it has one: the reference and
+	// the servers of a keyed cluster answer members only (PROTOCOL.md,
+	// "Cluster key"). Empty: the cluster runs open.
+	ClusterKey string
+	// Member proves ClusterKey (nil: made from it for each Snapshot; Run
+	// keeps one across the snapshots it takes).
+	Member *clusterauth.Member
 }
 
 // DefaultConfig returns the defaults: the reference on localhost:5559.
@@ -66,6 +74,9 @@ func (c Config) Validate() error {
 		return errors.New("status: the interval must be positive (--interval)")
 	case c.ReferenceTimeout <= 0 || c.ServerTimeout <= 0 || c.DialTimeout <= 0:
 		return errors.New("status: timeouts must be positive")
+	}
+	if _, err := clusterauth.ForKey(c.ClusterKey, clusterauth.Config{}); err != nil {
+		return fmt.Errorf("status: --cluster-key: %w", err)
 	}
 	return nil
 }
@@ -129,6 +140,9 @@ func Snapshot(ctx context.Context, cfg Config) (Report, error) {
 	if src == nil {
 		src = clock.System{}
 	}
+	if cfg.Member == nil {
+		cfg.Member, _ = clusterauth.ForKey(cfg.ClusterKey, clusterauth.Config{}) // checked by Validate
+	}
 	rep := Report{Reference: cfg.Reference, Time: src.Now()}
 
 	listed, err := askList(ctx, cfg, lamport, src)
@@ -169,7 +183,7 @@ func ask(ctx context.Context, cfg Config, lamport *clock.Lamport, src clock.Sour
 	}
 	defer c.Close()
 	req := proto.Envelope{Service: service, Data: proto.Data{}}.Stamp(src.Now(), lamport.Tick()).Encode()
-	b, err := c.Do(ctx, req)
+	b, err := cfg.Member.Exchange(ctx, c.Do, req)
 	if err != nil {
 		return proto.Envelope{}, err
 	}
@@ -428,6 +442,9 @@ const clearScreen = "\x1b[H\x1b[2J"
 func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	if cfg.Member == nil {
+		cfg.Member, _ = clusterauth.ForKey(cfg.ClusterKey, clusterauth.Config{})
 	}
 	if cfg.Lamport == nil {
 		cfg.Lamport = &clock.Lamport{}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"time"
 
+	"chat/clusterauth"
 	"chat/roles/bot"
 	"chat/roles/broker"
 	"chat/roles/reference"
@@ -30,6 +31,10 @@ type Config struct {
 	// ServerListen gives the listen endpoint of the i-th server; each
 	// server gets its own port so clients can also reach it directly.
 	ServerListen func(i int) string
+	// ClusterKey is the cluster's key, given to every role; empty: Run
+	// makes a new random one and prints it (a local cluster is never
+	// open: other groups' servers on the same network cannot join it).
+	ClusterKey string
 }
 
 // DefaultConfig is the standard's well-known ports on host (127.0.0.1
@@ -60,6 +65,9 @@ func (c Config) Validate() error {
 	case len(c.Servers) == 0:
 		return errors.New("up: at least one server is needed")
 	}
+	if _, err := clusterauth.ForKey(c.ClusterKey, clusterauth.Config{}); err != nil {
+		return fmt.Errorf("up: --cluster-key: %w", err)
+	}
 	return c.Broker.Validate()
 }
 
@@ -69,15 +77,22 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	key := cfg.ClusterKey
+	if key == "" {
+		key = clusterauth.GenerateSecret()
+	}
 	rc := cfg.Reference
 	rc.DataDir = filepath.Join(cfg.DataDir, "reference")
+	rc.ClusterKey = key
 	ref, err := reference.Start(ctx, rc, log)
 	if err != nil {
 		return err
 	}
 	defer ref.Close()
-	fmt.Fprintf(out, "reference %s (chat status --reference %s)\n", ref.Addr(), ref.Addr())
-	b, err := broker.Start(ctx, cfg.Broker, log)
+	fmt.Fprintf(out, "reference %s\n", ref.Addr())
+	bc := cfg.Broker
+	bc.ClusterKey = key
+	b, err := broker.Start(ctx, bc, log)
 	if err != nil {
 		return err
 	}
@@ -92,6 +107,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 		sc.Reference = ref.Addr()
 		sc.Cluster.Replicas = len(cfg.Servers)
 		sc.DataDir = filepath.Join(cfg.DataDir, name)
+		sc.ClusterKey = key
 		srv, err := server.Start(ctx, sc, log)
 		if err != nil {
 			return err
@@ -106,6 +122,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) error
 		}
 	}
 	fmt.Fprintf(out, "try:     chat client --server %s --sub %s\n", b.FrontAddr(), b.PubOutAddr())
+	shown := "<the key given>"
+	if cfg.ClusterKey == "" {
+		shown = key
+		fmt.Fprintf(out, "cluster key (new, random: every member, and chat status, needs it): %s\n", key)
+	}
+	fmt.Fprintf(out, "status:  chat status --reference %s --cluster-key %s\n", ref.Addr(), shown)
 	fmt.Fprintln(out, "Ctrl-C stops everything.")
 
 	if cfg.Bots > 0 {
