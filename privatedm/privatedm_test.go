@@ -270,3 +270,17 @@ func TestOnlyCanonicalBase64(t *testing.T) {
 		t.Errorf("DecodePublic(%q): %v, want a canonical-form error", other, err)
 	}
 }
+
+// TestSealedLenUnderTheServersLimit pins the figure docs/PROTOCOL.md gives:
+// under the 4096-byte limit on message text, 3026 bytes of plaintext fit.
+func TestSealedLenUnderTheServersLimit(t *testing.T) {
+	if SealedLen(3026) > 4096 || SealedLen(3027) <= 4096 {
+		t.Fatalf("SealedLen(3026) = %d, SealedLen(3027) = %d; the limit 4096 falls elsewhere",
+			SealedLen(3026), SealedLen(3027))
+	}
+	ana, bob := mustGenerate(t), mustGenerate(t)
+	sealed, err := Seal(strings.Repeat("é", 1513), &bob.Public, ana) // 3026 bytes
+	if err != nil || len(sealed) > 4096 {
+		t.Fatalf("sealing 3026 bytes gives %d bytes, %v", len(sealed), err)
+	}
+}
