@@ -9,15 +9,15 @@ package account
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
+
+	"chat/privatedm"
 )
 
 // HashConfig are argon2id's parameters. The defaults are OWASP's minimum
@@ -93,15 +93,9 @@ func NewToken() string {
 // SHA-256 of the raw key, in hex, in groups of 4 ("3f2a 91bc ..."). It
 // is "" for an empty or unreadable key.
 func Fingerprint(publicKey string) string {
-	raw, err := base64.StdEncoding.DecodeString(publicKey)
-	if err != nil || len(raw) == 0 {
+	pub, err := privatedm.DecodePublic(publicKey)
+	if err != nil {
 		return ""
 	}
-	sum := sha256.Sum256(raw)
-	h := hex.EncodeToString(sum[:16])
-	groups := make([]string, 0, len(h)/4)
-	for i := 0; i < len(h); i += 4 {
-		groups = append(groups, h[i:i+4])
-	}
-	return strings.Join(groups, " ")
+	return privatedm.Fingerprint(pub)
 }
