@@ -104,11 +104,14 @@ func TestTwoUsers(t *testing.T) {
 	bob := startUser(t, testConfig([]string{sys.front}, sys.pubOut))
 
 	bob.do(t, "hello", "log in first")
-	bob.do(t, "/join geral", "there is no channel #geral")
+	// IRC habits: "#geral" names geral, and /join creates a missing channel.
+	bob.do(t, "/join #geral", "joined #geral")
+	if !strings.Contains(bob.out.String(), "*** channel #geral created\n*** joined #geral\n") {
+		t.Errorf("/join of a missing channel did not say it created it:\n%s", bob.out)
+	}
 	alice.do(t, "/login alice", "logged in as alice")
-	alice.do(t, "/create geral", "channel #geral created")
 	alice.do(t, "/create geral", `channel "geral" already exists`)
-	alice.do(t, "/create geral2", "channel #geral2 created")
+	alice.do(t, "/create #geral2", "channel #geral2 created")
 	alice.do(t, "/join geral", "joined #geral")
 	bob.do(t, "/login bob", "logged in as bob")
 	bob.do(t, "/join geral2", "joined #geral2")
