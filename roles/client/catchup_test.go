@@ -83,6 +83,43 @@ func TestPostsMissedWhileAwayAreFetched(t *testing.T) {
 	}
 }
 
+// TestMissed: the posts after an id, the newest CatchUpLimit of them.
+func TestMissed(t *testing.T) {
+	sys := startSystem(t)
+	var out screen
+	p := &printer{w: &out}
+	cfg := testConfig([]string{sys.direct}, "")
+	s := newSession(t.Context(), cfg, p, newStatus(subNone), clustertest.Log())
+	defer s.close()
+	for _, cmd := range []command{{name: "login", arg: "ann"}, {name: "join", arg: "g"}} {
+		s.execute(t.Context(), cmd)
+	}
+	for i := 1; i <= 5; i++ {
+		s.execute(t.Context(), command{name: "say", text: fmt.Sprint("m", i)})
+	}
+	all, cut, err := s.missed(t.Context(), "g", 0)
+	if err != nil || cut || len(all) != 5 {
+		t.Fatalf("missed after 0: %d posts, cut %v, err %v; want 5", len(all), cut, err)
+	}
+	texts := func(posts []proto.Post) string {
+		var b []string
+		for _, p := range posts {
+			b = append(b, p.Text)
+		}
+		return strings.Join(b, " ")
+	}
+	if got, _, _ := s.missed(t.Context(), "g", all[1].ID); texts(got) != "m3 m4 m5" {
+		t.Errorf("missed after m2: %q", texts(got))
+	}
+	s.cfg.CatchUpLimit = 2
+	if got, cut, _ := s.missed(t.Context(), "g", all[0].ID); texts(got) != "m4 m5" || !cut {
+		t.Errorf("missed after m1, at most 2: %q (cut %v), want m4 m5, cut", texts(got), cut)
+	}
+	if got, cut, _ := s.missed(t.Context(), "g", all[2].ID); texts(got) != "m4 m5" || cut {
+		t.Errorf("missed after m3, at most 2: %q (cut %v), want m4 m5, not cut", texts(got), cut)
+	}
+}
+
 // TestLivePostsAreShownOnce: a post that arrives live while /join shows
 // the channel's history is shown once, after the history.
 func TestLivePostsAreShownOnce(t *testing.T) {
@@ -97,7 +134,8 @@ func TestLivePostsAreShownOnce(t *testing.T) {
 	f.live(proto.Post{ID: 0, Channel: "g", Text: "no id"})
 	f.live(proto.Post{ID: 2, Channel: "h", Text: "other channel"})
 
-	n := f.lost()
+	n := f.lossCount()
+	f.lost()
 	f.live(proto.Post{ID: 7, Channel: "g", Text: "g"}) // live after the reconnect, before the catch-up
 	if f.fetched([]proto.Post{{ID: 5, Channel: "g", Text: "e"}, {ID: 6, Channel: "g", Text: "f"}, {ID: 7, Channel: "g", Text: "g"}}) != 3 {
 		t.Error("fetched did not count 3 shown")

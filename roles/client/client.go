@@ -50,7 +50,7 @@ func DefaultConfig() Config {
 		BusyRetries:    8, // with backoff capped at 1s: ~5s, longer than a failover
 		BusyBackoff:    200 * time.Millisecond,
 		ReconnectDelay: 500 * time.Millisecond,
-		CatchUpLimit:   500, // one history page at most (the server's cap)
+		CatchUpLimit:   500,
 	}
 }
 

@@ -84,13 +84,12 @@ func (f *feed) mark(channel string, id int64) {
 }
 
 // lost records that the broker was lost: live posts are held until
-// caughtUp. It returns the number of losses so far.
-func (f *feed) lost() int {
+// caughtUp.
+func (f *feed) lost() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.away = true
 	f.losses++
-	return f.losses
 }
 
 // lossCount returns the number of losses so far, for caughtUp.

@@ -154,11 +154,12 @@ func (s *session) catchUp(ctx context.Context) {
 // missed returns the posts of channel with an id above after, oldest
 // first: the newest cfg.CatchUpLimit of them (cut says that older ones
 // were left out). history pages backwards from the newest post, so pages
-// are fetched until one reaches after.
+// are fetched until one reaches after, or the oldest post, or the limit.
 func (s *session) missed(ctx context.Context, channel string, after int64) (posts []proto.Post, cut bool, err error) {
 	var before int64
 	for {
-		query := proto.Data{"channel": channel, "limit": s.cfg.CatchUpLimit}
+		// One more than the limit, to tell whether older ones were missed.
+		query := proto.Data{"channel": channel, "limit": s.cfg.CatchUpLimit + 1}
 		if before > 0 {
 			query["before"] = before
 		}
@@ -183,9 +184,6 @@ func (s *session) missed(ctx context.Context, channel string, after int64) (post
 		}
 		if reached || !more {
 			return posts, false, nil
-		}
-		if len(posts) == s.cfg.CatchUpLimit {
-			return posts, true, nil
 		}
 		before = page[0].ID
 	}
