@@ -106,6 +106,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer, log *slog
 	if isTerminal {
 		defer tty.close() // last: after the subscriber has stopped writing
 		p.term, p.prompt = tty, st.prompt
+		log = logAbove(log, p)
 	}
 	s := newSession(ctx, cfg, p, st, log)
 	defer s.close()

@@ -97,3 +97,46 @@ func (t *terminal) readLines(ctx context.Context, prompt func() string, log *slo
 	}()
 	return lines
 }
+
+// logAbove returns log or, when stderr is a terminal too (the usual case
+// for an interactive client), a logger with log's levels whose records
+// are written as text lines above the input line: in raw mode a line
+// written straight to the terminal would not start at the left margin,
+// and would be drawn over by the input line.
+func logAbove(log *slog.Logger, p *printer) *slog.Logger {
+	if !term.IsTerminal(int(os.Stderr.Fd())) {
+		return log
+	}
+	text := slog.NewTextHandler(lineWriter{p}, &slog.HandlerOptions{Level: slog.Level(-100)}) // levels decides
+	return slog.New(aboveHandler{levels: log.Handler(), text: text})
+}
+
+// aboveHandler writes the records that levels would take with text.
+type aboveHandler struct {
+	levels slog.Handler // decides which records are logged
+	text   slog.Handler // formats them
+}
+
+func (h aboveHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.levels.Enabled(ctx, l)
+}
+
+func (h aboveHandler) Handle(ctx context.Context, r slog.Record) error {
+	return h.text.Handle(ctx, r)
+}
+
+func (h aboveHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return aboveHandler{levels: h.levels, text: h.text.WithAttrs(attrs)}
+}
+
+func (h aboveHandler) WithGroup(name string) slog.Handler {
+	return aboveHandler{levels: h.levels, text: h.text.WithGroup(name)}
+}
+
+// lineWriter shows what a text handler writes, one record a line.
+type lineWriter struct{ p *printer }
+
+func (w lineWriter) Write(b []byte) (int, error) {
+	w.p.lines(strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
+}
