@@ -84,9 +84,10 @@ func (c Config) Validate() error {
 // everything the user sees to out. When in and out are a terminal, it
 // gives them an input line with a status line in its prompt (terminal.go)
 // and restores the terminal when it returns; otherwise it reads plain
-// lines, so that pipes and scripts work. At EOF it finishes the current command
-// and returns; messages still on their way are not waited for. It returns
-// nil on every one of these stops, and an error only for a bad config.
+// lines, so that pipes and scripts work. At EOF (Ctrl-D or Ctrl-C on a
+// terminal) it finishes the current command and returns; messages still
+// on their way are not waited for. It returns nil on every one of these
+// stops, and an error only for a bad config.
 func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
