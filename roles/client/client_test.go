@@ -259,6 +259,7 @@ func TestIRCHabits(t *testing.T) {
 	u.do(t, "/window", "*** windows: 1:#hash, 2:#new (current)")
 	u.do(t, "/window 1", "*** now talking in #hash")
 	u.do(t, "in hash", "#hash <ann> in hash")
+	u.do(t, "/history #hash", "#hash <ann> in hash")
 	u.do(t, "/window #new", "*** now talking in #new")
 	u.do(t, "/window 3", "no window 3: you are in 2 channels")
 	u.do(t, "/window other", "you are not in #other")

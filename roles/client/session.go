@@ -418,7 +418,7 @@ func (s *session) history(ctx context.Context, arg string) error {
 		}
 		return s.showHistory(ctx, proto.Data{"user": s.user, "peer": peer}, "your conversation with "+peer)
 	}
-	ch := arg
+	ch := channelName(arg)
 	if ch == "" {
 		ch = s.current()
 	}
