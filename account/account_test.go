@@ -2,6 +2,7 @@ package account
 
 import (
 	"encoding/base64"
+	"encoding/hex"
 	"strings"
 	"testing"
 )
@@ -39,12 +40,13 @@ func TestTokensAreRandom32Bytes(t *testing.T) {
 }
 
 func TestFingerprint(t *testing.T) {
-	key := base64.StdEncoding.EncodeToString(make([]byte, 32))
-	// SHA-256 of 32 zero bytes starts 66687aadf862bd776c8fc18b8e9f8e20.
-	if got, want := Fingerprint(key), "6668 7aad f862 bd77 6c8f c18b 8e9f 8e20"; got != want {
+	// RFC 7748's Alice public key; SHA-256 of it starts 300c9c9603b92a4b39ed3958bf924011.
+	raw, _ := hex.DecodeString("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+	if got, want := Fingerprint(base64.StdEncoding.EncodeToString(raw)), "300c 9c96 03b9 2a4b 39ed 3958 bf92 4011"; got != want {
 		t.Fatalf("fingerprint %q, want %q", got, want)
 	}
-	if Fingerprint("") != "" || Fingerprint("!!") != "" {
+	// No fingerprint for no key, an unreadable one, or a low-order point.
+	if Fingerprint("") != "" || Fingerprint("!!") != "" || Fingerprint(base64.StdEncoding.EncodeToString(make([]byte, 32))) != "" {
 		t.Fatal("no key has a fingerprint")
 	}
 }

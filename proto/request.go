@@ -1,13 +1,14 @@
 package proto
 
 import (
-	"encoding/base64"
 	"encoding/binary"
 	"math"
 	"strconv"
 	"strings"
 	"time"
 	"unsafe"
+
+	"chat/privatedm"
 )
 
 // ParseRequest decodes and validates a client request frame. Every problem
@@ -253,8 +254,8 @@ func (p *rawParser) publicKey(v []byte) string {
 	}
 	s := p.str("public_key", v)
 	if p.err == nil {
-		if raw, err := base64.StdEncoding.DecodeString(s); err != nil || len(raw) != PublicKeySize {
-			p.fail("field \"public_key\" must be the standard base64 of a %d-byte X25519 public key", PublicKeySize)
+		if _, err := privatedm.DecodePublic(s); err != nil {
+			p.fail("field \"public_key\" must be the standard base64 of a %d-byte X25519 public key (%v)", PublicKeySize, err)
 		}
 	}
 	return s

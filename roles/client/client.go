@@ -3,9 +3,12 @@
 // with channel posts and direct messages shown as they arrive from the
 // broker's publish-subscribe proxy.
 //
-// client.go holds the configuration and the input loop, session.go the
-// commands, subscriber.go the Subscriber (the bots use it too),
-// request.go the request helper Call, and format.go how messages look.
+// client.go holds the configuration and the input loop, terminal.go the
+// input line and status line used on a terminal (status.go), session.go
+// the commands, feed.go which posts are shown (each once, in order, with
+// those missed while away from the broker fetched from history),
+// subscriber.go the Subscriber (the bots use it too), request.go the
+// request helper Call, and format.go how messages look.
 package client
 
 import (
@@ -33,6 +36,7 @@ type Config struct {
 	BusyRetries    int           // resends of a request the broker could not place ("retry": true)
 	BusyBackoff    time.Duration // pause before the first such resend; it doubles each time, up to 1s
 	ReconnectDelay time.Duration // pause before re-dialing the broker after losing its publications
+	CatchUpLimit   int           // posts per channel fetched from history after a reconnect, at most
 }
 
 // DefaultConfig returns the defaults of the command line.
@@ -47,6 +51,7 @@ func DefaultConfig() Config {
 		BusyRetries:    8, // with backoff capped at 1s: ~5s, longer than a failover
 		BusyBackoff:    200 * time.Millisecond,
 		ReconnectDelay: 500 * time.Millisecond,
+		CatchUpLimit:   500,
 	}
 }
 
@@ -65,6 +70,8 @@ func (c Config) Validate() error {
 		return errors.New("client: history on join, busy retries and busy backoff must not be negative")
 	case c.ReconnectDelay <= 0:
 		return errors.New("client: reconnect delay must be positive")
+	case c.CatchUpLimit < 1:
+		return errors.New("client: the catch-up limit must be at least 1")
 	}
 	for _, ep := range c.Servers {
 		if ep == "" {
@@ -75,9 +82,13 @@ func (c Config) Validate() error {
 }
 
 // Run reads commands from in until EOF, /quit or ctx ends, writing
-// everything the user sees to out. At EOF it finishes the current command
-// and returns; messages still on their way are not waited for. It returns
-// nil on every one of these stops, and an error only for a bad config.
+// everything the user sees to out. When in and out are a terminal, it
+// gives them an input line with a status line in its prompt (terminal.go)
+// and restores the terminal when it returns; otherwise it reads plain
+// lines, so that pipes and scripts work. At EOF (Ctrl-D or Ctrl-C on a
+// terminal) it finishes the current command and returns; messages still
+// on their way are not waited for. It returns nil on every one of these
+// stops, and an error only for a bad config.
 func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -88,7 +99,18 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer, log *slog
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops the line reader if it is handing over a line
 
-	s := newSession(ctx, cfg, out, log)
+	st := newStatus(subNone)
+	if cfg.Sub != "" {
+		st.sub = subConnecting
+	}
+	p := &printer{w: out}
+	tty, isTerminal := openTerminal(in, out)
+	if isTerminal {
+		defer tty.close() // last: after the subscriber has stopped writing
+		p.term, p.prompt = tty, st.prompt
+		log = logAbove(log, p)
+	}
+	s := newSession(ctx, cfg, p, st, log)
 	defer s.close()
 	s.notice("type /help for the commands")
 	if cfg.Sub != "" {
@@ -101,11 +123,18 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer, log *slog
 		s.execute(ctx, command{name: "login", arg: cfg.User})
 	}
 
-	lines := readLines(ctx, in, log)
+	var lines <-chan inputLine
+	if isTerminal {
+		lines = tty.readLines(ctx, st.prompt, log)
+	} else {
+		lines = readLines(ctx, in, log)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.reconnected:
+			s.catchUp(ctx)
 		case line, ok := <-lines:
 			if !ok {
 				return nil

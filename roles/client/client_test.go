@@ -104,11 +104,14 @@ func TestTwoUsers(t *testing.T) {
 	bob := startUser(t, testConfig([]string{sys.front}, sys.pubOut))
 
 	bob.do(t, "hello", "log in first")
-	bob.do(t, "/join geral", "there is no channel #geral")
+	// IRC habits: "#geral" names geral, and /join creates a missing channel.
+	bob.do(t, "/join #geral", "joined #geral")
+	if !strings.Contains(bob.out.String(), "*** channel #geral created\n*** joined #geral\n") {
+		t.Errorf("/join of a missing channel did not say it created it:\n%s", bob.out)
+	}
 	alice.do(t, "/login alice", "logged in as alice")
-	alice.do(t, "/create geral", "channel #geral created")
 	alice.do(t, "/create geral", `channel "geral" already exists`)
-	alice.do(t, "/create geral2", "channel #geral2 created")
+	alice.do(t, "/create #geral2", "channel #geral2 created")
 	alice.do(t, "/join geral", "joined #geral")
 	bob.do(t, "/login bob", "logged in as bob")
 	bob.do(t, "/join geral2", "joined #geral2")
@@ -237,4 +240,34 @@ func deadEndpoint(t *testing.T) string {
 	}
 	l.Close()
 	return "tcp://" + l.Addr().String()
+}
+
+// TestIRCHabits: what IRC users type. "/create #hash" made "##hash";
+// /join of a missing channel failed; /leave needed its channel; there was
+// no /me, /whoami or /window.
+func TestIRCHabits(t *testing.T) {
+	sys := startSystem(t)
+	u := startUser(t, testConfig([]string{sys.front}, sys.pubOut))
+	u.do(t, "/whoami", "*** you are not logged in (/login NAME); server "+sys.front+", in no channel")
+	u.do(t, "/login ann", "logged in as ann")
+	u.do(t, "/create #hash", "*** channel #hash created")
+	u.do(t, "/channels", "channels (1): hash")
+	u.do(t, "/join #hash", "joined #hash")
+	u.do(t, "/me waves", "#hash * ann waves")
+	u.do(t, "/join new", "*** channel #new created\n*** joined #new")
+	u.do(t, "/whoami", "*** you are ann; server "+sys.front+", talking in #new")
+	u.do(t, "/window", "*** windows: 1:#hash, 2:#new (current)")
+	u.do(t, "/window 1", "*** now talking in #hash")
+	u.do(t, "in hash", "#hash <ann> in hash")
+	u.do(t, "/history #hash", "#hash <ann> in hash")
+	u.do(t, "/window #new", "*** now talking in #new")
+	u.do(t, "/window 3", "no window 3: you are in 2 channels")
+	u.do(t, "/window other", "you are not in #other")
+	u.do(t, "/leave", "*** left #new\n*** now talking in #hash")
+	u.do(t, "/leave", "*** left #hash\n")
+	u.do(t, "/leave", "*** you are in no channel")
+	u.do(t, "/me", "usage: /me ACTION")
+	if strings.Contains(u.out.String(), "##") {
+		t.Errorf("a channel was named with two #:\n%s", u.out)
+	}
 }

@@ -9,7 +9,7 @@ import (
 type command struct {
 	name string // "login", "join"... as typed without the slash; "say" for plain text; "" for a blank line
 	arg  string // the name the command takes (user, channel, or @user for /history)
-	text string // message text ("say", "msg")
+	text string // message text ("say", "msg", "me")
 }
 
 // argKind says which arguments a command takes.
@@ -20,6 +20,7 @@ const (
 	oneName             // /join CH
 	optionalArg         // /history [CH]
 	nameAndText         // /msg USER TEXT
+	textOnly            // /me TEXT
 )
 
 // commandSpec describes one slash command for the parser and for /help.
@@ -36,10 +37,13 @@ var commands = []commandSpec{
 	{"users", noArgs, "/users", "list the users"},
 	{"channels", noArgs, "/channels", "list the channels"},
 	{"create", oneName, "/create CH", "create channel CH"},
-	{"join", oneName, "/join CH", "join CH, show its recent messages, and make it current"},
-	{"leave", oneName, "/leave CH", "stop receiving CH"},
+	{"join", oneName, "/join CH", "join CH (creating it if needed), show its recent messages, make it current"},
+	{"leave", optionalArg, "/leave [CH]", "stop receiving CH (default: the current channel)"},
+	{"window", optionalArg, "/window [CH | N]", "switch to joined channel CH (or the Nth); alone: list them"},
 	{"msg", nameAndText, "/msg USER TEXT", "send a direct message to USER"},
+	{"me", textOnly, "/me ACTION", "post an action: /me waves shows as * alice waves"},
 	{"history", optionalArg, "/history [CH | @USER]", "messages of CH (default: current) or of your conversation with USER"},
+	{"whoami", noArgs, "/whoami", "who you are, the server and the current channel"},
 	{"help", noArgs, "/help", "show this help"},
 	{"quit", noArgs, "/quit", "leave the client"},
 }
@@ -88,6 +92,11 @@ func parseCommand(line string) (command, error) {
 			return command{}, fmt.Errorf("usage: %s", spec.usage)
 		}
 		cmd.arg, cmd.text = name, text
+	case textOnly:
+		cmd.text = strings.TrimSpace(rest)
+		if cmd.text == "" {
+			return command{}, fmt.Errorf("usage: %s", spec.usage)
+		}
 	}
 	return cmd, nil
 }
@@ -107,5 +116,5 @@ func helpLines() []string {
 	for _, c := range commands {
 		lines = append(lines, fmt.Sprintf("  %-22s %s", c.usage, c.help))
 	}
-	return append(lines, fmt.Sprintf("  %-22s %s", "anything else", "post to the current channel (the last one joined)"))
+	return append(lines, fmt.Sprintf("  %-22s %s", "anything else", "post to the current channel (the last one joined or /window)"))
 }

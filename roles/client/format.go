@@ -9,8 +9,12 @@ import (
 	"chat/proto"
 )
 
-// formatPost renders a channel post: "[15:04:05] #geral <alice> hello".
+// formatPost renders a channel post: "[15:04:05] #geral <alice> hello",
+// or "[15:04:05] #geral * alice waves" for an action (/me).
 func formatPost(p proto.Post) string {
+	if isAction(p.User, p.Text) {
+		return fmt.Sprintf("[%s] #%s %s", localTime(p.Timestamp), printable(p.Channel), printable(p.Text))
+	}
 	return fmt.Sprintf("[%s] #%s <%s> %s", localTime(p.Timestamp), printable(p.Channel), printable(p.User), printable(p.Text))
 }
 
@@ -95,6 +99,48 @@ func historyLines(d proto.Data, channel, me string) []string {
 	return lines
 }
 
+// actionText is the text of the post /me ACTION sends as user: "* alice
+// waves". It reads as an action on any client, and ours shows it without
+// the "<alice>" in front.
+func actionText(user, action string) string {
+	return "* " + user + " " + action
+}
+
+// isAction reports whether a post of user is an action.
+func isAction(user, text string) bool {
+	return user != "" && strings.HasPrefix(text, "* "+user+" ")
+}
+
+// historyPosts returns the channel posts of a history reply, oldest first
+// (a post without its channel field belongs to channel).
+func historyPosts(d proto.Data, channel string) []proto.Post {
+	items, _ := d["messages"].([]any)
+	posts := make([]proto.Post, 0, len(items))
+	for _, it := range items {
+		m, ok := it.(map[string]any)
+		if !ok {
+			continue
+		}
+		if _, ok, _ := proto.Data(m).String("", "from"); ok {
+			continue // a direct message
+		}
+		posts = append(posts, historyPost(m, channel))
+	}
+	return posts
+}
+
+// historyPost reads one post of a history reply.
+func historyPost(d proto.Data, channel string) proto.Post {
+	ts, _ := d.Timestamp()
+	id, _, _ := d.Int("", "id")
+	text, _, _ := d.String("", "message")
+	user, _, _ := d.String("", "user")
+	if ch, _, _ := d.String("", "channel"); ch != "" {
+		channel = ch
+	}
+	return proto.Post{ID: id, Channel: channel, User: user, Text: text, Timestamp: ts}
+}
+
 func historyLine(d proto.Data, channel, me string) string {
 	ts, _ := d.Timestamp()
 	text, _, _ := d.String("", "message")
@@ -102,9 +148,5 @@ func historyLine(d proto.Data, channel, me string) string {
 		to, _, _ := d.String("", "to")
 		return formatDirect(proto.Direct{From: from, To: to, Text: text, Timestamp: ts}, me)
 	}
-	user, _, _ := d.String("", "user")
-	if ch, _, _ := d.String("", "channel"); ch != "" {
-		channel = ch
-	}
-	return formatPost(proto.Post{Channel: channel, User: user, Text: text, Timestamp: ts})
+	return formatPost(historyPost(d, channel))
 }

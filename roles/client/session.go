@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -21,8 +22,9 @@ import (
 var errNoLogin = errors.New("log in first: /login NAME")
 
 // session is the state of one running client. Only Run's goroutine
-// touches it, except out and lamport, which the subscriber's goroutine
-// also uses (both are safe for concurrent use).
+// touches it, except out, lamport, feed, status and reconnected, which the
+// subscriber's goroutine also uses (all are safe for concurrent use), and
+// connected, which only the subscriber's goroutine uses.
 type session struct {
 	cfg     Config
 	log     *slog.Logger
@@ -31,9 +33,17 @@ type session struct {
 	servers []endpoint  // one request client per server
 	cur     int         // index of the server requests go to first
 	sub     *Subscriber // nil when there is no pub-out endpoint
+	feed    *feed       // which channel posts are shown
+	status  *status     // what the status line shows
 
-	user   string   // "" until /login
-	joined []string // channels joined; the last one is the current channel
+	// reconnected tells Run's goroutine that the subscriber is back after
+	// losing the broker, so that it fetches what was missed meanwhile.
+	reconnected chan struct{}
+	connected   bool // the subscriber has connected at least once
+
+	user    string   // "" until /login
+	joined  []string // channels joined, in the order joined
+	channel string   // the current channel, one of joined ("" if none)
 }
 
 // endpoint is one server's request endpoint with its own REQ client.
@@ -44,10 +54,11 @@ type endpoint struct {
 
 // newSession prepares a request client per server (they connect on first
 // use) and starts the subscriber.
-func newSession(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger) *session {
-	s := &session{cfg: cfg, out: &printer{w: out}}
+func newSession(ctx context.Context, cfg Config, out *printer, st *status, log *slog.Logger) *session {
+	s := &session{cfg: cfg, out: out, status: st, reconnected: make(chan struct{}, 1)}
 	s.log = logging.WithClock(log, &s.lamport) // every line shows the client's Lamport clock
 	log = s.log
+	s.feed = newFeed(s.showPost)
 	for _, ep := range cfg.Servers {
 		// One attempt per call: the session moves on to the next server
 		// itself, so that it can tell the user.
@@ -60,8 +71,9 @@ func newSession(ctx context.Context, cfg Config, out io.Writer, log *slog.Logger
 		s.servers = append(s.servers, endpoint{addr: ep, req: req})
 	}
 	if cfg.Sub != "" {
-		s.sub = NewSubscriber(ctx, SubscriberConfig{Endpoint: cfg.Sub, ReconnectDelay: cfg.ReconnectDelay}, s.incoming, log)
+		s.sub = NewSubscriber(ctx, SubscriberConfig{Endpoint: cfg.Sub, ReconnectDelay: cfg.ReconnectDelay, State: s.subState}, s.incoming, log)
 	}
+	s.refresh()
 	return s
 }
 
@@ -81,9 +93,102 @@ func (s *session) incoming(r proto.Received) {
 	s.lamport.Observe(r.Clock)
 	switch {
 	case r.Post != nil:
-		s.out.lines(formatPost(*r.Post))
+		s.feed.live(*r.Post)
 	case r.Direct != nil:
 		s.out.lines(formatDirect(*r.Direct, ""))
+	}
+}
+
+// showPost shows a channel post the feed lets through, and counts it as
+// unread if its channel is not the current one.
+func (s *session) showPost(p proto.Post) {
+	s.status.posted(p.Channel)
+	s.out.lines(formatPost(p))
+}
+
+// subState is told by the subscriber (in its goroutine) that the broker
+// was reached or lost. Each change is shown once; when the broker is back
+// after a loss, Run's goroutine is asked to fetch what was missed.
+func (s *session) subState(connected bool) {
+	if !connected {
+		s.feed.lost()
+		s.status.setSub(subLost)
+		s.notice("lost the broker's publications (%s); reconnecting", s.cfg.Sub)
+		return
+	}
+	s.status.setSub(subOK)
+	if !s.connected { // the first connection: nothing was missed
+		s.connected = true
+		s.out.refresh()
+		return
+	}
+	s.notice("back: receiving the broker's publications again")
+	select {
+	case s.reconnected <- struct{}{}:
+	default: // a catch-up is already due
+	}
+}
+
+// catchUp shows, for each joined channel, the posts published while the
+// client was away from the broker, fetched from history, then the live
+// posts held meanwhile.
+func (s *session) catchUp(ctx context.Context) {
+	losses := s.feed.lossCount()
+	defer s.feed.caughtUp(losses)
+	missed := 0
+	for _, ch := range s.joined {
+		posts, cut, err := s.missed(ctx, ch, s.feed.lastID(ch))
+		if err != nil {
+			if ctx.Err() == nil {
+				s.notice("could not fetch the posts of #%s missed while away: %v", ch, err)
+			}
+			continue
+		}
+		if cut {
+			s.notice("more than %d posts of #%s were missed; the older ones are in /history %s", s.cfg.CatchUpLimit, ch, ch)
+		}
+		missed += s.feed.fetched(posts)
+	}
+	if missed > 0 {
+		s.notice("caught up: %d posts missed while away", missed)
+	}
+}
+
+// missed returns the posts of channel with an id above after, oldest
+// first: the newest cfg.CatchUpLimit of them (cut says that older ones
+// were left out). history pages backwards from the newest post, so pages
+// are fetched until one reaches after, or the oldest post, or the limit.
+func (s *session) missed(ctx context.Context, channel string, after int64) (posts []proto.Post, cut bool, err error) {
+	var before int64
+	for {
+		// One more than the limit, to tell whether older ones were missed.
+		query := proto.Data{"channel": channel, "limit": s.cfg.CatchUpLimit + 1}
+		if before > 0 {
+			query["before"] = before
+		}
+		reply, err := s.request(ctx, proto.History, query)
+		if err != nil {
+			return nil, false, err
+		}
+		page := historyPosts(reply, channel)
+		var newer []proto.Post
+		reached := len(page) == 0
+		for _, p := range page {
+			if p.ID > after {
+				newer = append(newer, p)
+			} else {
+				reached = true
+			}
+		}
+		posts = append(newer, posts...)
+		more, _ := reply["more"].(bool)
+		if len(posts) > s.cfg.CatchUpLimit {
+			return posts[len(posts)-s.cfg.CatchUpLimit:], true, nil
+		}
+		if reached || !more {
+			return posts, false, nil
+		}
+		before = page[0].ID
 	}
 }
 
@@ -100,11 +205,17 @@ func (s *session) execute(ctx context.Context, cmd command) {
 	case "channels":
 		err = s.list(ctx, proto.Channels, "channels", "channels", "users")
 	case "create":
-		err = s.create(ctx, cmd.arg)
+		err = s.create(ctx, channelName(cmd.arg))
 	case "join":
-		err = s.join(ctx, cmd.arg)
+		err = s.join(ctx, channelName(cmd.arg))
 	case "leave":
-		err = s.leave(cmd.arg)
+		err = s.leave(channelName(cmd.arg))
+	case "window":
+		err = s.window(channelName(cmd.arg))
+	case "me":
+		err = s.say(ctx, actionText(s.user, cmd.text))
+	case "whoami":
+		s.whoami()
 	case "msg":
 		err = s.direct(ctx, cmd.arg, cmd.text)
 	case "history":
@@ -115,6 +226,19 @@ func (s *session) execute(ctx context.Context, cmd command) {
 	if err != nil && ctx.Err() == nil {
 		s.notice("%v", err)
 	}
+	s.refresh()
+}
+
+// refresh tells the status line the session's state.
+func (s *session) refresh() {
+	s.status.setSession(s.user, s.servers[s.cur].addr, s.joined, s.channel)
+	s.out.refresh()
+}
+
+// channelName is a channel as typed, without the "#" IRC users put in
+// front of it: "#geral" and "geral" are the same channel.
+func channelName(arg string) string {
+	return strings.TrimPrefix(arg, "#")
 }
 
 func (s *session) login(ctx context.Context, name string) error {
@@ -147,36 +271,128 @@ func (s *session) create(ctx context.Context, ch string) error {
 	return nil
 }
 
-// join subscribes to an existing channel, makes it current and shows its
-// recent messages.
+// join subscribes to a channel, creating it first if it does not exist
+// (as IRC does), makes it current and shows its recent messages. Live
+// posts wait until those are shown, so none is shown twice or out of
+// order.
 func (s *session) join(ctx context.Context, ch string) error {
 	reply, err := s.request(ctx, proto.Channels, proto.Data{})
 	if err != nil {
 		return err
 	}
 	if !slices.Contains(ReplyList(reply, "channels", "users"), ch) {
-		return fmt.Errorf("there is no channel #%s (create it with /create %s)", ch, ch)
+		if err := s.create(ctx, ch); err != nil {
+			return err
+		}
 	}
+	s.feed.startJoin()
+	defer s.feed.endJoin()
 	s.follow(ch)
-	s.joined = append(slices.DeleteFunc(s.joined, func(c string) bool { return c == ch }), ch)
+	if !slices.Contains(s.joined, ch) {
+		s.joined = append(s.joined, ch)
+	}
+	s.channel = ch
 	s.notice("joined #%s", ch)
+	return s.joinHistory(ctx, ch)
+}
+
+// joinHistory shows the channel's last cfg.HistoryOnJoin posts and
+// records the newest id, from which a catch-up after a reconnect starts.
+// (With HistoryOnJoin 0 it asks for one post and shows none.)
+func (s *session) joinHistory(ctx context.Context, ch string) error {
+	reply, err := s.request(ctx, proto.History, proto.Data{"channel": ch, "limit": max(s.cfg.HistoryOnJoin, 1)})
+	if err != nil {
+		return fmt.Errorf("history of #%s: %w", ch, err)
+	}
+	for _, p := range historyPosts(reply, ch) {
+		s.feed.mark(ch, p.ID)
+	}
 	if s.cfg.HistoryOnJoin == 0 {
 		return nil
 	}
-	return s.showHistory(ctx, proto.Data{"channel": ch, "limit": s.cfg.HistoryOnJoin}, "#"+ch)
+	lines := historyLines(reply, ch, s.user)
+	if len(lines) == 0 {
+		s.notice("no messages in #%s yet", ch)
+		return nil
+	}
+	s.out.lines(lines...)
+	return nil
 }
 
+// leave unsubscribes from ch (default: the current channel). If it was
+// current, the last channel joined of those left becomes current.
 func (s *session) leave(ch string) error {
-	if !slices.Contains(s.joined, ch) {
+	if ch == "" {
+		ch = s.channel
+	}
+	switch {
+	case ch == "":
+		return errors.New("you are in no channel")
+	case !slices.Contains(s.joined, ch):
 		return fmt.Errorf("you are not in #%s", ch)
 	}
 	s.joined = slices.DeleteFunc(s.joined, func(c string) bool { return c == ch })
+	if s.channel == ch {
+		s.channel = ""
+		if n := len(s.joined); n > 0 {
+			s.channel = s.joined[n-1]
+		}
+	}
 	s.unfollow(ch)
 	s.notice("left #%s", ch)
 	if cur := s.current(); cur != "" {
 		s.notice("now talking in #%s", cur)
 	}
 	return nil
+}
+
+// window makes a joined channel current: by name, or by its number in
+// the order joined (1 is the first). Without an argument it lists the
+// joined channels with their numbers and unread counts.
+func (s *session) window(arg string) error {
+	if arg == "" {
+		if len(s.joined) == 0 {
+			return errors.New("you are in no channel")
+		}
+		var list []string
+		for i, ch := range s.joined {
+			item := fmt.Sprintf("%d:#%s", i+1, ch)
+			if ch == s.channel {
+				item += " (current)"
+			} else if n := s.status.unreadIn(ch); n > 0 {
+				item += fmt.Sprintf(" (%d unread)", n)
+			}
+			list = append(list, item)
+		}
+		s.notice("windows: %s", strings.Join(list, ", "))
+		return nil
+	}
+	ch := arg
+	if n, err := strconv.Atoi(arg); err == nil {
+		if n < 1 || n > len(s.joined) {
+			return fmt.Errorf("no window %d: you are in %d channels (/window lists them)", n, len(s.joined))
+		}
+		ch = s.joined[n-1]
+	}
+	if !slices.Contains(s.joined, ch) {
+		return fmt.Errorf("you are not in #%s (/join %s)", ch, ch)
+	}
+	s.channel = ch
+	s.notice("now talking in #%s", ch)
+	return nil
+}
+
+// whoami tells the user who they are, on which server, in which channel.
+func (s *session) whoami() {
+	where := "in no channel"
+	if s.channel != "" {
+		where = "talking in #" + s.channel
+	}
+	if s.user == "" {
+		s.notice("you are not logged in (/login NAME); server %s, %s", s.servers[s.cur].addr, where)
+		return
+	}
+	s.notice("you are %s; server %s, %s", s.user, s.servers[s.cur].addr, where)
 }
 
 // direct sends a direct message and shows it as sent.
@@ -205,7 +421,7 @@ func (s *session) history(ctx context.Context, arg string) error {
 		}
 		return s.showHistory(ctx, proto.Data{"user": s.user, "peer": peer}, "your conversation with "+peer)
 	}
-	ch := arg
+	ch := channelName(arg)
 	if ch == "" {
 		ch = s.current()
 	}
@@ -251,12 +467,9 @@ func (s *session) say(ctx context.Context, text string) error {
 	return nil
 }
 
-// current returns the current channel: the last one joined ("" if none).
+// current returns the current channel ("" if none).
 func (s *session) current() string {
-	if len(s.joined) == 0 {
-		return ""
-	}
-	return s.joined[len(s.joined)-1]
+	return s.channel
 }
 
 // follow subscribes to topic.
@@ -339,10 +552,14 @@ func noticeLine(format string, args ...any) string {
 }
 
 // printer serialises what the user sees: command output and incoming
-// messages are written by two goroutines.
+// messages are written by two goroutines. On a terminal it writes above
+// the input line, and brings the status line in the prompt up to date
+// each time.
 type printer struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu     sync.Mutex
+	w      io.Writer
+	term   *terminal     // nil unless stdin and stdout are a terminal
+	prompt func() string // the prompt to show, when term is set
 }
 
 // lines writes each line, all of them together. Every line is made
@@ -351,7 +568,22 @@ type printer struct {
 func (p *printer) lines(lines ...string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.term != nil {
+		var b strings.Builder
+		for _, l := range lines {
+			b.WriteString(printable(l) + "\n")
+		}
+		p.term.line.SetPrompt(p.prompt())
+		p.term.Write([]byte(b.String()))
+		return
+	}
 	for _, l := range lines {
 		fmt.Fprintln(p.w, printable(l))
 	}
+}
+
+// refresh redraws the prompt with the status line as it is now (on a
+// terminal; elsewhere there is no prompt).
+func (p *printer) refresh() {
+	p.lines()
 }

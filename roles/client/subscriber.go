@@ -16,6 +16,12 @@ import (
 type SubscriberConfig struct {
 	Endpoint       string        // the broker's pub-out endpoint
 	ReconnectDelay time.Duration // pause before dialing again after losing the broker
+
+	// State, when set, is called from the subscriber's goroutine each time
+	// the connection is made (true) or lost (false), once per change; the
+	// loss is then the owner's to report, and is logged at debug level
+	// only. Without it, a loss is logged as a warning.
+	State func(connected bool)
 }
 
 // Subscriber receives the publications of the broker's pub-out socket for
@@ -113,18 +119,33 @@ func (s *Subscriber) run(ctx context.Context) {
 	for {
 		sock, err := s.connect(ctx)
 		if err == nil {
+			s.report(true)
 			err = s.receive(sock)
 			s.disconnect(sock)
+			if ctx.Err() == nil {
+				s.report(false)
+			}
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("lost the broker's publications, reconnecting", "err", err, "in", s.cfg.ReconnectDelay)
+		if s.cfg.State == nil {
+			s.log.Warn("lost the broker's publications, reconnecting", "err", err, "in", s.cfg.ReconnectDelay)
+		} else {
+			s.log.Debug("lost the broker's publications, reconnecting", "err", err, "in", s.cfg.ReconnectDelay)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(s.cfg.ReconnectDelay):
 		}
+	}
+}
+
+// report tells cfg.State, if set, that the connection was made or lost.
+func (s *Subscriber) report(connected bool) {
+	if s.cfg.State != nil {
+		s.cfg.State(connected)
 	}
 }
 

@@ -2,12 +2,14 @@ package client
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
 
+	"chat/internal/poll"
 	"chat/proto"
 	"chat/transport"
 )
@@ -130,5 +132,39 @@ func TestSubscriberStartsWithoutBroker(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not stop a subscriber waiting for the broker")
+	}
+}
+
+// TestSubscriberReportsState: State hears of each connection and each
+// loss once, not of every attempt to reconnect.
+func TestSubscriberReportsState(t *testing.T) {
+	ctx := t.Context()
+	pub := publisher(t, ctx, "tcp://127.0.0.1:0")
+	ep := transport.BoundEndpoint(pub)
+	var mu sync.Mutex
+	var states []bool
+	got := func() []bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(states)
+	}
+	var box inbox
+	sub := NewSubscriber(ctx, SubscriberConfig{Endpoint: ep, ReconnectDelay: 10 * time.Millisecond, State: func(up bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		states = append(states, up)
+	}}, box.deliver, nil)
+	defer sub.Close()
+	sub.Subscribe("geral")
+	publishUntil(t, pub, func() bool { return box.topics()["geral"] > 0 }, post("geral", "before"))
+
+	pub.Close()
+	poll.WaitFor(t, 10*time.Second, "the loss to be reported", func() bool { return len(got()) == 2 })
+	pub = publisher(t, ctx, ep)
+	defer pub.Close()
+	before := box.topics()["geral"]
+	publishUntil(t, pub, func() bool { return box.topics()["geral"] > before }, post("geral", "after"))
+	if s := got(); !slices.Equal(s, []bool{true, false, true}) {
+		t.Fatalf("State was told %v, want [true false true]", s)
 	}
 }

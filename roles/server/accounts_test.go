@@ -12,6 +12,7 @@ import (
 
 	"chat/account"
 	"chat/clock"
+	"chat/privatedm"
 	"chat/proto"
 	"chat/store"
 )
@@ -168,7 +169,11 @@ func TestImpersonatingAClaimedNameIsRefused(t *testing.T) {
 func TestLoginClaimsThenNeedsThePassword(t *testing.T) {
 	h := accountsHandler(t, t.TempDir(), testAccounts(), newClock())
 	ctx := context.Background()
-	key := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	kp, err := privatedm.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := privatedm.EncodePublic(&kp.Public)
 	d, _ := h.call(t, ctx, proto.Login, map[string]any{"user": "ana", "password": "pw", "public_key": key})
 	token, _ := d["token"].(string)
 	raw, err := base64.RawURLEncoding.DecodeString(token)
