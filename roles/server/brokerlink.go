@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,9 @@ import (
 // broker's back end (routed requests in, replies out, heartbeats both
 // ways) and a PUB to the broker's publish-in socket. When the broker falls
 // silent for BrokerTimeout, both sockets are closed and dialed again, so a
-// restarted broker gets its servers back by itself.
+// restarted broker gets its servers back by itself. Publications lost by
+// the PUB would be lost for every subscriber: publish holds them until
+// the broker's subscription has reached the PUB (see there).
 //
 // When the server stops, leave says goodbye: a last heartbeat with
 // "bye": true, after which the broker routes nothing more here and
@@ -36,6 +39,10 @@ type brokerLink struct {
 	intake  *intake
 	handler *Handler // for the erro replies of refused requests
 	pubs    <-chan proto.Publication
+	// unsent is a publication taken from pubs that its session could not
+	// send (the connection was lost): the next session sends it first.
+	// Only the publish goroutine uses it (one session at a time).
+	unsent *proto.Publication
 	// leading reports whether this server orders the cluster's writes: its
 	// heartbeats say so ("leader": true), and the broker sends it the
 	// writes, which other servers would only forward to it. nil: never.
@@ -50,9 +57,48 @@ type brokerLink struct {
 	leaving bool         // leave was called: no goodbye-less reconnect
 }
 
+// pubConn returns the connection of the current session's PUB (nil:
+// none), for tests.
+func (l *brokerLink) pubConn() *zmq4.Conn {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cur == nil {
+		return nil
+	}
+	return l.cur.pub.conn.Load()
+}
+
+// pubWatch is the PUB's security mechanism: NULL, as zmq4's own (the same
+// bytes), and it keeps the connection it opens, so that the link can tell
+// when that connection is gone (zmq4 says nothing of a PUB's peers).
+type pubWatch struct{ conn atomic.Pointer[zmq4.Conn] }
+
+func (w *pubWatch) Type() zmq4.SecurityType { return zmq4.NullSecurity }
+
+// Handshake is zmq4's NULL handshake, then records conn.
+func (w *pubWatch) Handshake(conn *zmq4.Conn, server bool) error {
+	if err := nullHandshake(conn); err != nil {
+		return err
+	}
+	w.conn.Store(conn)
+	return nil
+}
+
+func (w *pubWatch) Encrypt(wr io.Writer, data []byte) (int, error) { return wr.Write(data) }
+func (w *pubWatch) Decrypt(wr io.Writer, data []byte) (int, error) { return wr.Write(data) }
+
+// lost reports that the connection was made and has closed since. A PUB
+// is connected to one endpoint and zmq4 does not reconnect it: once its
+// connection is closed, everything it is given is dropped.
+func (w *pubWatch) lost() bool {
+	c := w.conn.Load()
+	return c != nil && c.Closed()
+}
+
 // linkSession is one connection to the broker.
 type linkSession struct {
 	back  zmq4.Socket
+	pub   pubWatch
 	ended atomic.Bool   // its sockets are closed: its requests cannot be answered
 	bye   chan struct{} // closed when the broker acknowledges the goodbye
 	once  sync.Once
@@ -160,7 +206,7 @@ func (l *brokerLink) session(ctx context.Context) error {
 		}
 	}
 	if l.cfg.BrokerPub != "" {
-		if pub, err = transport.DialSocket(ctx, zmq4.NewPub, l.cfg.BrokerPub, l.cfg.DialTimeout); err != nil {
+		if pub, err = transport.DialSocket(ctx, zmq4.NewPub, l.cfg.BrokerPub, l.cfg.DialTimeout, zmq4.WithSecurity(&sess.pub)); err != nil {
 			return err
 		}
 	}
@@ -180,7 +226,7 @@ func (l *brokerLink) session(ctx context.Context) error {
 		wg.Go(func() { l.readBack(cancel, sess, &lastSeen) })
 	}
 	if pub != nil {
-		wg.Go(func() { l.publish(ctx, cancel, pub) })
+		wg.Go(func() { l.publish(ctx, cancel, pub, &sess.pub) })
 	}
 
 	tick := time.NewTicker(l.cfg.HeartbeatInterval)
@@ -260,23 +306,99 @@ func (l *brokerLink) readBack(fail context.CancelCauseFunc, sess *linkSession, l
 	}
 }
 
-// publish forwards publications to the broker's proxy.
-func (l *brokerLink) publish(ctx context.Context, fail context.CancelCauseFunc, pub zmq4.Socket) {
+// errPubLost ends a session whose PUB has lost its connection.
+var errPubLost = errors.New("the connection to the broker's publish-in was lost")
+
+// publish forwards publications to the broker's publish-in, and gives none
+// of them to a PUB that would drop it. A ZeroMQ PUB sends a publication
+// to the peers whose subscription it has received, and to no one else:
+//
+//   - A fresh connection has no subscription yet. Our broker's publish-in
+//     subscribes to everything as soon as a publisher connects, but the
+//     subscription reaches the PUB a moment after the connection is up
+//     (ZeroMQ's "slow joiner"), and what was sent in that moment, first
+//     of all what queued while the broker was away, was lost for every
+//     subscriber. So nothing is sent until the broker's subscription has
+//     arrived (awaitSubscription); meanwhile publications wait in the
+//     queue, as while the broker is away (Config.PublishQueue).
+//   - A lost connection (the broker stopped) drops everything until the
+//     link notices, which took until BrokerTimeout, or forever when only
+//     the publish-in connection was lost. So before each publication the
+//     connection is checked (pubWatch); once it is gone, the publication
+//     is kept for the next session (l.unsent) and the session ends at
+//     once, to connect again.
+//
+// Holding back is chosen over replaying recent publications after a
+// reconnect: subscribers would get some twice, and only our client drops
+// the ids it has shown already; the standard's clients would show them
+// twice. Left over: a publication sent in the instant between the
+// broker's end and the server reading that end goes into the closed
+// connection. No subscriber can be on a new broker yet then, and history
+// has it (our client fetches what it missed when it reconnects).
+func (l *brokerLink) publish(ctx context.Context, fail context.CancelCauseFunc, pub zmq4.Socket, conn *pubWatch) {
+	if err := l.awaitSubscription(ctx, pub, conn); err != nil {
+		fail(err)
+		return
+	}
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case p := <-l.pubs:
-			frames := p.Frames()
-			if l.key != nil {
-				frames = append(frames, l.key.SealFrames(clusterauth.Publish, frames))
-			}
-			if err := pub.Send(zmq4.NewMsgFrom(frames...)); err != nil {
-				fail(fmt.Errorf("publish to broker: %w", err))
+		if l.unsent == nil {
+			select {
+			case <-ctx.Done():
 				return
+			case p := <-l.pubs:
+				l.unsent = &p
 			}
 		}
+		if ctx.Err() != nil { // the session is ending: its sockets are being closed
+			return // l.unsent goes out first on the next connection
+		}
+		if conn.lost() {
+			fail(errPubLost) // as above
+			return
+		}
+		frames := l.unsent.Frames()
+		if l.key != nil {
+			frames = append(frames, l.key.SealFrames(clusterauth.Publish, frames))
+		}
+		if err := pub.Send(zmq4.NewMsgFrom(frames...)); err != nil {
+			fail(fmt.Errorf("publish to broker: %w", err))
+			return
+		}
+		l.unsent = nil
 	}
+}
+
+// awaitSubscription returns once the broker's publish-in has subscribed
+// to the PUB's publications: its subscription is among the PUB's topics
+// (Topics: what its peer sent it). zmq4 signals no subscription, so it is
+// looked for every BrokerSubscribeCheck. A broker that sends none within
+// BrokerSubscribeTimeout is published to anyway: a standard XSUB/XPUB
+// proxy forwards only its subscribers' subscriptions, and with no
+// subscriber there is no one to lose a publication.
+func (l *brokerLink) awaitSubscription(ctx context.Context, pub zmq4.Socket, conn *pubWatch) error {
+	topics, ok := pub.(zmq4.Topics)
+	if !ok {
+		return nil
+	}
+	deadline := time.NewTimer(l.cfg.BrokerSubscribeTimeout)
+	defer deadline.Stop()
+	check := time.NewTicker(l.cfg.BrokerSubscribeCheck)
+	defer check.Stop()
+	for len(topics.Topics()) == 0 {
+		if conn.lost() {
+			return errPubLost
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-deadline.C:
+			l.log.Info("the broker's publish-in has not subscribed to this server's publications; publishing anyway",
+				"within", l.cfg.BrokerSubscribeTimeout, "pub", l.cfg.BrokerPub)
+			return nil
+		case <-check.C:
+		}
+	}
+	return nil
 }
 
 func randomSuffix() string {

@@ -67,6 +67,12 @@ type Config struct {
 	// LeaveTimeout bounds how long Close waits for the broker to
 	// acknowledge the server's goodbye before it stops serving.
 	LeaveTimeout time.Duration
+	// BrokerSubscribeTimeout bounds how long a new connection to the
+	// broker's publish-in holds the publications back, waiting for the
+	// broker's subscription (without it they would be dropped), looked for
+	// every BrokerSubscribeCheck (brokerlink.go, publish).
+	BrokerSubscribeTimeout time.Duration
+	BrokerSubscribeCheck   time.Duration
 	// Accounts configures claimed names, their tokens and the limits on
 	// failed logins (accounts.go).
 	Accounts AccountsConfig
@@ -103,6 +109,9 @@ func DefaultConfig(name string) Config {
 		MaxQueuedPerClient: 32,
 		MaxQueued:          1024,
 		LeaveTimeout:       time.Second,
+
+		BrokerSubscribeTimeout: 2 * time.Second,
+		BrokerSubscribeCheck:   5 * time.Millisecond,
 	}
 }
 
@@ -128,6 +137,8 @@ func (c Config) Validate() error {
 		return errors.New("server: dial timeout must be positive")
 	case c.PublishQueue < 1:
 		return errors.New("server: publish queue must hold at least 1")
+	case c.BrokerSubscribeCheck <= 0 || c.BrokerSubscribeTimeout <= c.BrokerSubscribeCheck:
+		return errors.New("server: the broker subscribe timeout must be longer than its check interval, which must be positive")
 	case c.MaxQueuedPerClient < 1:
 		return errors.New("server: each client must be allowed at least 1 queued request")
 	case c.MaxQueued < 1:
