@@ -54,7 +54,10 @@ func TestTerminal(t *testing.T) {
 
 	server := strings.TrimPrefix(sys.front, "tcp://")
 	alice.waitInput(t, "["+server+" · sub ok] > ") // raw mode is on: typing is safe
-	typeIn("/login alice\r/join #lab\r")
+	typeIn("/login alice\r")
+	alice.waitInput(t, "password for alice (empty: no account): ")
+	typeIn("\r/join #lab\r") // no password: an open name
+	alice.waitLine(t, "*** logged in as alice")
 	alice.waitLine(t, "*** joined #lab")
 	alice.waitInput(t, "[alice@"+server+" · sub ok] #lab> ")
 
