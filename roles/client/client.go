@@ -26,9 +26,9 @@ import (
 
 // Config configures the client. Every timeout is here.
 type Config struct {
-	Servers        []string      // request endpoints, tried in turn (--server)
-	Sub            string        // the broker's pub-out endpoint (--sub); "" receives nothing
-	User           string        // log in as this user at start (--user); optional
+	Servers []string // request endpoints, tried in turn (--server)
+	Sub     string   // the broker's pub-out endpoint (--sub); "" receives nothing
+	User    string   // log in as this user at start (--user); optional
 	// Password is the password of every /login (--password-file or
 	// CHAT_PASSWORD). "" : on a terminal /login asks for it, without
 	// echo; elsewhere it logs in without one (an open name).
