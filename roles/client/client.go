@@ -26,16 +26,9 @@ import (
 
 // Config configures the client. Every timeout is here.
 type Config struct {
-	Servers []string // request endpoints, tried in turn (--server)
-	Sub     string   // the broker's pub-out endpoint (--sub); "" receives nothing
-	User    string   // log in as this user at start (--user); optional
-	// Password is the password of every /login (--password-file or
-	// CHAT_PASSWORD). "" : on a terminal /login asks for it, without
-	// echo; elsewhere it logs in without one (an open name).
-	Password string
-	// KeyDir holds the key pairs of private direct messages, one file per
-	// user (--config-dir + "/keys"); "" : privatedm.DefaultDir().
-	KeyDir         string
+	Servers        []string      // request endpoints, tried in turn (--server)
+	Sub            string        // the broker's pub-out endpoint (--sub); "" receives nothing
+	User           string        // log in as this user at start (--user); optional
 	RequestTimeout time.Duration // how long one attempt waits for its reply
 	Attempts       int           // tries per request, over all servers
 	HistoryOnJoin  int           // messages shown on /join (0: none)
@@ -44,6 +37,14 @@ type Config struct {
 	BusyBackoff    time.Duration // pause before the first such resend; it doubles each time, up to 1s
 	ReconnectDelay time.Duration // pause before re-dialing the broker after losing its publications
 	CatchUpLimit   int           // posts per channel fetched from history after a reconnect, at most
+
+	// Password is the password of every /login (--password-file or
+	// CHAT_PASSWORD). "" : on a terminal /login asks for it, without
+	// echo; elsewhere it logs in without one (an open name).
+	Password string
+	// KeyDir holds the key pairs of private direct messages, one file per
+	// user (--config-dir + "/keys"); "" : privatedm.DefaultDir().
+	KeyDir string
 }
 
 // DefaultConfig returns the defaults of the command line.

@@ -63,8 +63,8 @@ func (c *keyCache) put(user string, key *[32]byte) (old *[32]byte) {
 	return old
 }
 
-// account is what whois says of a user.
-type account struct {
+// whoisAnswer is what whois says of a user.
+type whoisAnswer struct {
 	claimed bool
 	key     *[32]byte // nil: no public key, or none usable (badKey)
 	badKey  error     // the published key cannot be used (nil otherwise)
@@ -73,12 +73,12 @@ type account struct {
 // lookup asks whois about user and records its key. A key that is not
 // the one recorded before is told to the user: someone may be passing
 // theirs for the user's, so the fingerprints are worth comparing.
-func (s *session) lookup(ctx context.Context, user string) (account, error) {
+func (s *session) lookup(ctx context.Context, user string) (whoisAnswer, error) {
 	reply, err := s.request(ctx, proto.Whois, proto.Data{"user": user})
 	if err != nil {
-		return account{}, err
+		return whoisAnswer{}, err
 	}
-	var a account
+	var a whoisAnswer
 	a.claimed, _ = reply["claimed"].(bool)
 	if text, _ := reply["public_key"].(string); text != "" {
 		if a.key, a.badKey = privatedm.DecodePublic(text); a.badKey != nil {
