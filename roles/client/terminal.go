@@ -56,11 +56,11 @@ type readWriter struct {
 }
 
 // passwordKeys is the terminal's input as the line editor reads it.
-// While a password is read, Ctrl-C becomes End, Ctrl-U, Ctrl-D: at Ctrl-C
-// x/term's ReadPassword returns without clearing what was typed, and the
-// line editor would show it on the next input line. This way what was
-// typed is erased first, and Ctrl-D on the empty line ends the read
-// (io.EOF), as Ctrl-C would have.
+// While a password is read, Ctrl-C and Ctrl-D cancel it: each becomes
+// End, Ctrl-U (erase what was typed), cancelKey and Enter, so that
+// ReadPassword returns cancelKey alone. x/term's own answer to them,
+// io.EOF, would not do: it leaves the keys read with them in its buffer,
+// and the next ReadLine would take them again, with echo.
 type passwordKeys struct{ t *terminal }
 
 const (
@@ -68,16 +68,28 @@ const (
 	ctrlD = 0x04
 	ctrlE = 0x05 // End
 	ctrlU = 0x15 // erase to the start of the line
+	// cancelKey stands for Ctrl-C at a password prompt: a private-use
+	// character, which no keyboard sends.
+	cancelKey = "\ue000"
 )
+
+// cancelKeys is what Ctrl-C or Ctrl-D becomes at a password prompt.
+var cancelKeys = []byte(string([]byte{ctrlE, ctrlU}) + cancelKey + "\r")
 
 func (k passwordKeys) Read(p []byte) (int, error) {
 	t := k.t // pending is only touched here, by the goroutine reading the terminal
 	if len(t.pending) == 0 {
 		n, err := t.in.Read(p)
-		if err != nil || !t.readingPassword() || bytes.IndexByte(p[:n], ctrlC) < 0 {
+		if err != nil || !t.readingPassword() || bytes.IndexAny(p[:n], "\x03\x04") < 0 {
 			return n, err
 		}
-		t.pending = bytes.ReplaceAll(p[:n], []byte{ctrlC}, []byte{ctrlE, ctrlU, ctrlD})
+		for _, b := range p[:n] {
+			if b == ctrlC || b == ctrlD {
+				t.pending = append(t.pending, cancelKeys...)
+			} else {
+				t.pending = append(t.pending, b)
+			}
+		}
 	}
 	n := copy(p, t.pending)
 	t.pending = t.pending[n:]
@@ -119,9 +131,9 @@ func (t *terminal) setPrompt(prompt string) {
 // readPassword shows prompt on the input line and reads a line without
 // echo: nothing typed is shown, and it does not go into the history of
 // the input line. Lines written meanwhile still appear above it. Ctrl-C
-// or Ctrl-D gives io.EOF. Only the goroutine that reads the terminal may
-// call it (readLines', or Run's before readLines starts).
-func (t *terminal) readPassword(prompt string) (string, error) {
+// or Ctrl-D cancels it (cancelled). Only the goroutine that reads the
+// terminal may call it (readLines', or Run's before readLines starts).
+func (t *terminal) readPassword(prompt string) (password string, cancelled bool, err error) {
 	t.mu.Lock()
 	t.asking = true
 	t.mu.Unlock()
@@ -130,7 +142,11 @@ func (t *terminal) readPassword(prompt string) (string, error) {
 		t.asking = false
 		t.mu.Unlock()
 	}()
-	return t.line.ReadPassword(prompt)
+	password, err = t.line.ReadPassword(prompt)
+	if err != nil || password == cancelKey {
+		return "", password == cancelKey || err == io.EOF, err
+	}
+	return password, false, nil
 }
 
 // Write shows p above the input line (p holds whole lines).
@@ -175,14 +191,11 @@ func (t *terminal) readLines(ctx context.Context, prompt func() string, ask func
 // askPassword reads a password at prompt. Ctrl-C or Ctrl-D cancels the
 // login (cancelled), and so does an input that fails.
 func (t *terminal) askPassword(prompt string, log *slog.Logger) (password string, cancelled bool) {
-	password, err := t.readPassword(prompt)
-	if err != nil {
-		if err != io.EOF {
-			log.Error("reading the password failed", "err", err)
-		}
-		return "", true
+	password, cancelled, err := t.readPassword(prompt)
+	if err != nil && err != io.EOF {
+		log.Error("reading the password failed", "err", err)
 	}
-	return password, false
+	return password, cancelled || err != nil
 }
 
 // logAbove returns log or, when stderr is a terminal too (the usual case
