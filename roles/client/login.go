@@ -105,7 +105,7 @@ func (s *session) logout(ctx context.Context) error {
 	}
 	if s.token != "" {
 		_, err := s.request(ctx, proto.Logout, proto.Data{"user": s.user, "token": s.token})
-		if err != nil && !tokenRefused(err) { // a token the server does not take is over already
+		if err != nil && !TokenRefused(err) { // a token the server does not take is over already
 			return err
 		}
 	}
@@ -132,7 +132,7 @@ func (s *session) requestAs(ctx context.Context, service string, data proto.Data
 	}
 	data["token"] = s.token
 	reply, err := s.request(ctx, service, data)
-	if !tokenRefused(err) || s.password == "" {
+	if !TokenRefused(err) || s.password == "" {
 		return reply, err
 	}
 	s.notice("the server did not take the session's token (%v); logging in again as %s", err, s.user)
@@ -163,10 +163,10 @@ func (s *session) relogin(ctx context.Context) error {
 	return nil
 }
 
-// tokenRefused reports whether err is a server's refusal of a request's
+// TokenRefused reports whether err is a server's refusal of a request's
 // token: not one of the user's live tokens, or expired. Both texts end in
 // "log in again" (docs/PROTOCOL.md, "Accounts").
-func tokenRefused(err error) bool {
+func TokenRefused(err error) bool {
 	var refused *ReplyError
 	return errors.As(err, &refused) && strings.Contains(refused.Text, "token") && strings.HasSuffix(refused.Text, "log in again")
 }
