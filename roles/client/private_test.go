@@ -312,3 +312,29 @@ func TestLogsInAgainWhenTheTokenIsRefused(t *testing.T) {
 		t.Errorf("alice logged in again %d times, want 2:\n%s", n, alice.out)
 	}
 }
+
+// Tokens replicate: after the server a session logged in at goes away, its
+// token works on the next one, with no new login.
+func TestTokenWorksAfterAFailover(t *testing.T) {
+	c := clustertest.StartReplicated(t, 3, func(cfg *server.Config) {
+		cfg.Accounts.Hash = account.HashConfig{Time: 1, Memory: 8, Threads: 1}
+	})
+	leader := c.Leader()
+	first, second := (leader+1)%3, (leader+2)%3 // followers: stopping one needs no election
+	cfg := testConfig([]string{c.Servers[first].Addr(), c.Servers[second].Addr()}, c.Broker.PubOutAddr())
+	cfg.Password, cfg.KeyDir = "alice-pw", t.TempDir()
+	cfg.RequestTimeout, cfg.DialTimeout = 500*time.Millisecond, 500*time.Millisecond
+	alice := startUser(t, cfg)
+	alice.do(t, "/login alice", "logged in as alice (account claimed now)")
+	alice.do(t, "/join g", "joined #g")
+	alice.do(t, "before", "#g <alice> before")
+
+	c.Stop(first)
+	alice.do(t, "after", "#g <alice> after")
+	if !strings.Contains(alice.out.String(), "did not answer, trying "+c.Configs[second].Listen) {
+		t.Errorf("the client did not move to the second server:\n%s", alice.out)
+	}
+	if strings.Contains(alice.out.String(), "logging in again") {
+		t.Errorf("the token did not work on the second server:\n%s", alice.out)
+	}
+}
