@@ -437,7 +437,7 @@ func (s *session) history(ctx context.Context, arg string) error {
 		if s.user == "" {
 			return errNoLogin
 		}
-		return s.showHistory(ctx, proto.Data{"user": s.user, "peer": peer}, "your conversation with "+peer) // with the token
+		return s.showHistory(ctx, proto.Data{"user": s.user, "peer": peer}, "your conversation with "+peer)
 	}
 	ch := channelName(arg)
 	if ch == "" {
@@ -450,9 +450,13 @@ func (s *session) history(ctx context.Context, arg string) error {
 }
 
 // showHistory asks for a history and shows it; where names it for the
-// user.
+// user. The history of a conversation acts as the user (with the token).
 func (s *session) showHistory(ctx context.Context, query proto.Data, where string) error {
-	reply, err := s.requestAs(ctx, proto.History, query)
+	request := s.request
+	if _, ok := query["peer"]; ok {
+		request = s.requestAs
+	}
+	reply, err := request(ctx, proto.History, query)
 	if err != nil {
 		return fmt.Errorf("history of %s: %w", where, err)
 	}
