@@ -39,7 +39,7 @@ type commandSpec struct {
 
 // commands lists the slash commands in the order /help shows them.
 var commands = []commandSpec{
-	{"login", oneName, "/login NAME", "log in as NAME; asks its password (empty: an open name, no account)"},
+	{"login", oneName, "/login NAME", "log in as NAME; a terminal asks its password (empty: no account)"},
 	{"logout", noArgs, "/logout", "log out (ends the session's token on every server)"},
 	{"users", noArgs, "/users", "list the users"},
 	{"channels", noArgs, "/channels", "list the channels"},
@@ -47,8 +47,8 @@ var commands = []commandSpec{
 	{"join", oneName, "/join CH", "join CH (creating it if needed), show its recent messages, make it current"},
 	{"leave", optionalArg, "/leave [CH]", "stop receiving CH (default: the current channel)"},
 	{"window", optionalArg, "/window [CH | N]", "switch to joined channel CH (or the Nth); alone: list them"},
-	{"msg", nameAndText, "/msg USER TEXT", "direct message, [private] (sealed) when USER has a key"},
-	{"whois", oneName, "/whois USER", "is USER an account, and its key's fingerprint to compare"},
+	{"msg", nameAndText, "/msg USER TEXT", "direct message: [private] if USER has a key, else [not private]"},
+	{"whois", oneName, "/whois USER", "USER's account and key fingerprint (to compare with USER)"},
 	{"me", textOnly, "/me ACTION", "post an action: /me waves shows as * alice waves"},
 	{"history", optionalArg, "/history [CH | @USER]", "messages of CH (default: current) or of your conversation with USER"},
 	{"whoami", noArgs, "/whoami", "who you are, the server and the current channel"},
