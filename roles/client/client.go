@@ -5,7 +5,9 @@
 //
 // client.go holds the configuration and the input loop, terminal.go the
 // input line and status line used on a terminal (status.go), session.go
-// the commands, feed.go which posts are shown (each once, in order, with
+// the commands, login.go accounts (password, token, logging in again),
+// private.go private direct messages (sealed end to end, and marked),
+// feed.go which posts are shown (each once, in order, with
 // those missed while away from the broker fetched from history),
 // subscriber.go the Subscriber (the bots use it too), request.go the
 // request helper Call, and format.go how messages look.
