@@ -10,12 +10,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"chat/logging"
+	"chat/passwordprompt"
 	"chat/roles/bot"
 	"chat/roles/broker"
 	"chat/roles/client"
@@ -341,12 +344,18 @@ func clientCommand() *cli.Command {
 		Usage: "interactive client (reads commands from stdin; type /help)",
 		Description: "An IRC-like client: /login NAME, /create CH, /join CH, then type to post.\n" +
 			"It reads stdin, so it also works in a pipe. --server may list several endpoints\n" +
-			"(comma-separated): when one does not answer, the next is tried.",
+			"(comma-separated): when one does not answer, the next is tried.\n" +
+			"On a terminal /login asks for the password, without echo (empty: an open name,\n" +
+			"no account); --password-file or CHAT_PASSWORD gives it instead, for scripts.\n" +
+			"A password login claims the name the first time and keeps a key pair in\n" +
+			"--config-dir/keys, so that direct messages to the user are sealed end to end.",
 		Flags: []cli.Flag{
 			stringFlag("server", "tcp://localhost:5555", "request endpoint(s), comma-separated"),
 			stringFlag("sub", "tcp://localhost:5558", "the broker's publish-out endpoint"),
 			stringFlag("user", "", "log in as this user at start"),
 			durationFlag("timeout", d.RequestTimeout, "how long one request attempt waits for its reply"),
+			passwordFileFlag(),
+			stringFlag("config-dir", "", "the client's configuration directory; key pairs go in its keys/ (empty: ~/.config/chat)"),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -358,6 +367,12 @@ func clientCommand() *cli.Command {
 			cfg.Sub = c.String("sub")
 			cfg.User = c.String("user")
 			cfg.RequestTimeout = c.Duration("timeout")
+			if cfg.Password, err = password(c); err != nil {
+				return err
+			}
+			if dir := c.String("config-dir"); dir != "" {
+				cfg.KeyDir = filepath.Join(dir, "keys")
+			}
 			if err := cfg.Validate(); err != nil {
 				return usage(err)
 			}
@@ -381,6 +396,7 @@ func botCommand() *cli.Command {
 			floatFlag("rate", d.Rate, "messages per second per bot (0: as fast as replies come, for load tests)"),
 			durationFlag("duration", 0, "how long to run (0: until interrupted)"),
 			durationFlag("stats-every", d.StatsEvery, "period of the live stat line"),
+			passwordFileFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
@@ -394,6 +410,9 @@ func botCommand() *cli.Command {
 			cfg.Rate = c.Float64("rate")
 			cfg.Duration = c.Duration("duration")
 			cfg.StatsEvery = c.Duration("stats-every")
+			if cfg.Password, err = password(c); err != nil {
+				return err
+			}
 			if err := cfg.Validate(); err != nil {
 				return usage(err)
 			}
@@ -401,6 +420,29 @@ func botCommand() *cli.Command {
 			return err
 		},
 	}
+}
+
+// passwordEnv names the environment variable that holds the password of
+// the client's and the bots' logins (there is no --password flag: a
+// command line is visible to every user of the machine).
+const passwordEnv = "CHAT_PASSWORD"
+
+// passwordFileFlag is --password-file (CHAT_PASSWORD_FILE).
+func passwordFileFlag() *cli.StringFlag {
+	return stringFlag("password-file", "", "file whose first line is the password of every login (or set "+passwordEnv+"); empty: none")
+}
+
+// password returns the password of the logins: the first line of
+// --password-file, or else $CHAT_PASSWORD ("" : none).
+func password(c *cli.Context) (string, error) {
+	if path := c.String("password-file"); path != "" {
+		p, err := passwordprompt.FromFile(path)
+		if err != nil {
+			return "", usage(err)
+		}
+		return p, nil
+	}
+	return os.Getenv(passwordEnv), nil
 }
 
 func upCommand() *cli.Command {

@@ -266,3 +266,16 @@ func TestEveryMemberTakesTheClusterKey(t *testing.T) {
 		t.Fatalf("CHAT_CLUSTER_KEY not read as --cluster-key: exit %d", code)
 	}
 }
+
+// A password file that cannot be read stops the client and the bots
+// before anything starts.
+func TestPasswordFileIsRead(t *testing.T) {
+	missing := t.TempDir() + "/none"
+	runWants(t, ExitUsage, []string{"client", "--password-file", missing}, "read the password file")
+	runWants(t, ExitUsage, []string{"bot", "--password-file", missing}, "read the password file")
+	empty := t.TempDir() + "/empty"
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runWants(t, ExitUsage, []string{"client", "--password-file", empty}, "the password is empty")
+}

@@ -38,6 +38,11 @@ type Config struct {
 	ErrorBackoff   time.Duration // pause after a failed request
 	Retries        int           // resends of a request the cluster could not serve now (same request_id)
 	ReconnectDelay time.Duration // pause before re-dialing the broker after losing its publications
+
+	// Password, when set, is the password of every bot's login
+	// (--password-file or CHAT_PASSWORD): each bot claims its name with
+	// it and sends the login's token with its posts. "" : open names.
+	Password string
 }
 
 // DefaultConfig returns the defaults of the command line.

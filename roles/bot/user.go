@@ -29,6 +29,7 @@ type bot struct {
 	req     *transport.Client  // the bot's own REQ socket
 	sub     *client.Subscriber // nil when cfg.Sub is ""
 	channel string             // the channel it posts to now
+	token   string             // the login's token, with cfg.Password ("" : an open name)
 }
 
 // newBot prepares a bot with a random name; run starts it.
@@ -61,8 +62,7 @@ func (b *bot) run(ctx context.Context) {
 	}
 
 	for ctx.Err() == nil {
-		if _, err := b.call(ctx, proto.Login, proto.Data{"user": b.name, "request_id": client.NewRequestID()}); err == nil {
-			b.log.Debug("bot logged in")
+		if err := b.login(ctx); err == nil {
 			break
 		}
 	}
@@ -85,6 +85,22 @@ func (b *bot) run(ctx context.Context) {
 			b.post(ctx, ch)
 		}
 	}
+}
+
+// login logs the bot in, with cfg.Password when set: the first login of
+// its name claims it, and the reply's token goes with its posts.
+func (b *bot) login(ctx context.Context) error {
+	data := proto.Data{"user": b.name, "request_id": client.NewRequestID()}
+	if b.cfg.Password != "" {
+		data["password"] = b.cfg.Password
+	}
+	reply, err := b.call(ctx, proto.Login, data)
+	if err != nil {
+		return err
+	}
+	b.token, _ = reply["token"].(string)
+	b.log.Debug("bot logged in", "account", b.token != "")
+	return nil
 }
 
 // pickChannel returns a random existing channel, creating one first when
@@ -116,11 +132,21 @@ func (b *bot) moveTo(ch string) {
 }
 
 // post sends one message to ch and records its latency when acknowledged.
+// A post refused for its token (expired) is sent again after logging in
+// again, once.
 func (b *bot) post(ctx context.Context, ch string) {
 	data := proto.Data{"user": b.name, "channel": ch, "message": randomText(), "request_id": client.NewRequestID()}
+	if b.token != "" {
+		data["token"] = b.token
+	}
 	b.stats.sent.Add(1)
 	start := time.Now()
-	if _, err := b.call(ctx, proto.Publish, data); err == nil {
+	_, err := b.call(ctx, proto.Publish, data)
+	if client.TokenRefused(err) && b.login(ctx) == nil {
+		data["token"] = b.token
+		_, err = b.call(ctx, proto.Publish, data)
+	}
+	if err == nil {
 		b.stats.ack(time.Since(start))
 	}
 }

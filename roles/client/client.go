@@ -5,7 +5,9 @@
 //
 // client.go holds the configuration and the input loop, terminal.go the
 // input line and status line used on a terminal (status.go), session.go
-// the commands, feed.go which posts are shown (each once, in order, with
+// the commands, login.go accounts (password, token, logging in again),
+// private.go private direct messages (sealed end to end, and marked),
+// feed.go which posts are shown (each once, in order, with
 // those missed while away from the broker fetched from history),
 // subscriber.go the Subscriber (the bots use it too), request.go the
 // request helper Call, and format.go how messages look.
@@ -37,6 +39,14 @@ type Config struct {
 	BusyBackoff    time.Duration // pause before the first such resend; it doubles each time, up to 1s
 	ReconnectDelay time.Duration // pause before re-dialing the broker after losing its publications
 	CatchUpLimit   int           // posts per channel fetched from history after a reconnect, at most
+
+	// Password is the password of every /login (--password-file or
+	// CHAT_PASSWORD). "" : on a terminal /login asks for it, without
+	// echo; elsewhere it logs in without one (an open name).
+	Password string
+	// KeyDir holds the key pairs of private direct messages, one file per
+	// user (--config-dir + "/keys"); "" : privatedm.DefaultDir().
+	KeyDir string
 }
 
 // DefaultConfig returns the defaults of the command line.
@@ -119,13 +129,25 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer, log *slog
 			s.notice("%v: posts and direct messages will not show until the broker's publish-out answers there (--sub)", err)
 		}
 	}
+	// On a terminal without a password given, /login asks for one.
+	ask := func(line string) string {
+		if cmd, err := parseCommand(line); err == nil && cmd.name == "login" && cfg.Password == "" {
+			return passwordPrompt(cmd.arg)
+		}
+		return ""
+	}
 	if cfg.User != "" {
-		s.execute(ctx, command{name: "login", arg: cfg.User})
+		login := command{name: "login", arg: cfg.User}
+		if isTerminal && cfg.Password == "" { // no line reader yet: Run's goroutine may read the terminal
+			login.asked = true
+			login.password, login.cancelled = tty.askPassword(passwordPrompt(cfg.User), log)
+		}
+		s.execute(ctx, login)
 	}
 
 	var lines <-chan inputLine
 	if isTerminal {
-		lines = tty.readLines(ctx, st.prompt, log)
+		lines = tty.readLines(ctx, st.prompt, ask, log)
 	} else {
 		lines = readLines(ctx, in, log)
 	}
@@ -144,6 +166,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer, log *slog
 				continue
 			}
 			cmd, err := parseCommand(line.text)
+			cmd.asked, cmd.password, cmd.cancelled = line.asked, line.password, line.cancelled
 			switch {
 			case err != nil:
 				s.notice("%v", err)
@@ -165,6 +188,16 @@ const maxLine = 64 << 10
 type inputLine struct {
 	text    string
 	tooLong int // > 0: the line had this many bytes, over maxLine; text is empty
+
+	// A /login on a terminal: the password typed after it (asked), or
+	// Ctrl-C at its prompt (cancelled).
+	asked, cancelled bool
+	password         string
+}
+
+// passwordPrompt is what /login NAME asks on a terminal.
+func passwordPrompt(name string) string {
+	return "password for " + printable(name) + " (empty: no account): "
 }
 
 // readLines sends the lines of in on the returned channel and closes it at

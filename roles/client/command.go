@@ -10,6 +10,12 @@ type command struct {
 	name string // "login", "join"... as typed without the slash; "say" for plain text; "" for a blank line
 	arg  string // the name the command takes (user, channel, or @user for /history)
 	text string // message text ("say", "msg", "me")
+
+	// password is the password typed at the prompt of a /login on a
+	// terminal ("" : an open login); asked says that it was asked for,
+	// cancelled that Ctrl-C was typed at the prompt.
+	password         string
+	asked, cancelled bool
 }
 
 // argKind says which arguments a command takes.
@@ -33,14 +39,16 @@ type commandSpec struct {
 
 // commands lists the slash commands in the order /help shows them.
 var commands = []commandSpec{
-	{"login", oneName, "/login NAME", "log in as NAME (and receive its direct messages)"},
+	{"login", oneName, "/login NAME", "log in as NAME; a terminal asks its password (empty: no account)"},
+	{"logout", noArgs, "/logout", "log out (ends the session's token on every server)"},
 	{"users", noArgs, "/users", "list the users"},
 	{"channels", noArgs, "/channels", "list the channels"},
 	{"create", oneName, "/create CH", "create channel CH"},
 	{"join", oneName, "/join CH", "join CH (creating it if needed), show its recent messages, make it current"},
 	{"leave", optionalArg, "/leave [CH]", "stop receiving CH (default: the current channel)"},
 	{"window", optionalArg, "/window [CH | N]", "switch to joined channel CH (or the Nth); alone: list them"},
-	{"msg", nameAndText, "/msg USER TEXT", "send a direct message to USER"},
+	{"msg", nameAndText, "/msg USER TEXT", "direct message: [private] if USER has a key, else [not private]"},
+	{"whois", oneName, "/whois USER", "USER's account and key fingerprint (to compare with USER)"},
 	{"me", textOnly, "/me ACTION", "post an action: /me waves shows as * alice waves"},
 	{"history", optionalArg, "/history [CH | @USER]", "messages of CH (default: current) or of your conversation with USER"},
 	{"whoami", noArgs, "/whoami", "who you are, the server and the current channel"},

@@ -77,8 +77,8 @@ func TestInvisibleCharactersAreShown(t *testing.T) {
 			"text":    formatPost(proto.Post{Channel: "g", User: "eve", Text: s}),
 			"user":    formatPost(proto.Post{Channel: "g", User: s, Text: "hi"}),
 			"channel": formatPost(proto.Post{Channel: s, User: "eve", Text: "hi"}),
-			"dm from": formatDirect(proto.Direct{From: s, To: "bob", Text: "hi"}, "bob"),
-			"dm to":   formatDirect(proto.Direct{From: "bob", To: s, Text: "hi"}, "bob"),
+			"dm from": formatDirect(proto.Direct{From: s, To: "bob", Text: "hi"}, "bob", ""),
+			"dm to":   formatDirect(proto.Direct{From: "bob", To: s, Text: "hi"}, "bob", ""),
 			"list":    formatList("users", []string{s}),
 			"notice":  noticeLine("joined #%s", s),
 		} {

@@ -18,13 +18,23 @@ func formatPost(p proto.Post) string {
 	return fmt.Sprintf("[%s] #%s <%s> %s", localTime(p.Timestamp), printable(p.Channel), printable(p.User), printable(p.Text))
 }
 
-// formatDirect renders a direct message: "[15:04:05] *alice* hello" when
-// it was sent to me, "[15:04:05] -> *bob* hello" when I sent it.
-func formatDirect(m proto.Direct, me string) string {
-	if me != "" && m.From == me && m.To != me {
-		return fmt.Sprintf("[%s] -> *%s* %s", localTime(m.Timestamp), printable(m.To), printable(m.Text))
+// formatDirect renders a direct message: "[15:04:05] [private] *alice*
+// hello" when it was sent to me, "[15:04:05] [private] -> *bob* hello"
+// when I sent it. mark says whether it is private (see private.go); it
+// comes before the names, where a message text cannot imitate it, and ""
+// leaves it out. m.Text is the text to show ("" for none).
+func formatDirect(m proto.Direct, me, mark string) string {
+	at := "[" + localTime(m.Timestamp) + "] "
+	if mark != "" {
+		at += "[" + mark + "] "
 	}
-	return fmt.Sprintf("[%s] *%s* %s", localTime(m.Timestamp), printable(m.From), printable(m.Text))
+	var line string
+	if me != "" && m.From == me && m.To != me {
+		line = fmt.Sprintf("%s-> *%s* %s", at, printable(m.To), printable(m.Text))
+	} else {
+		line = fmt.Sprintf("%s*%s* %s", at, printable(m.From), printable(m.Text))
+	}
+	return strings.TrimSuffix(line, " ")
 }
 
 // formatList renders a list reply: "channels (2): a, b".
@@ -86,14 +96,13 @@ func hidden(r rune) bool {
 
 // historyLines renders the "messages" list of a history reply, oldest
 // first. Each message is as published on the bus; a post without its
-// channel field belongs to channel, and me tells which direct messages
-// the user sent.
-func historyLines(d proto.Data, channel, me string) []string {
+// channel field belongs to channel, and direct renders a direct message.
+func historyLines(d proto.Data, channel string, direct func(proto.Direct) string) []string {
 	items, _ := d["messages"].([]any)
 	lines := make([]string, 0, len(items))
 	for _, it := range items {
 		if m, ok := it.(map[string]any); ok {
-			lines = append(lines, historyLine(m, channel, me))
+			lines = append(lines, historyLine(m, channel, direct))
 		}
 	}
 	return lines
@@ -141,12 +150,12 @@ func historyPost(d proto.Data, channel string) proto.Post {
 	return proto.Post{ID: id, Channel: channel, User: user, Text: text, Timestamp: ts}
 }
 
-func historyLine(d proto.Data, channel, me string) string {
+func historyLine(d proto.Data, channel string, direct func(proto.Direct) string) string {
 	ts, _ := d.Timestamp()
 	text, _, _ := d.String("", "message")
 	if from, ok, _ := d.String("", "from"); ok {
 		to, _, _ := d.String("", "to")
-		return formatDirect(proto.Direct{From: from, To: to, Text: text, Timestamp: ts}, me)
+		return direct(proto.Direct{From: from, To: to, Text: text, Timestamp: ts})
 	}
 	return formatPost(historyPost(d, channel))
 }

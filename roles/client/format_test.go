@@ -12,9 +12,11 @@ func TestFormat(t *testing.T) {
 	at := "[" + ts.Local().Format("15:04:05") + "] "
 	cases := []struct{ got, want string }{
 		{formatPost(proto.Post{Channel: "geral", User: "alice", Text: "hello", Timestamp: ts}), at + "#geral <alice> hello"},
-		{formatDirect(proto.Direct{From: "alice", To: "bob", Text: "psst", Timestamp: ts}, ""), at + "*alice* psst"},
-		{formatDirect(proto.Direct{From: "alice", To: "bob", Text: "psst", Timestamp: ts}, "bob"), at + "*alice* psst"},
-		{formatDirect(proto.Direct{From: "alice", To: "bob", Text: "psst", Timestamp: ts}, "alice"), at + "-> *bob* psst"},
+		{formatDirect(proto.Direct{From: "alice", To: "bob", Text: "psst", Timestamp: ts}, "", ""), at + "*alice* psst"},
+		{formatDirect(proto.Direct{From: "alice", To: "bob", Text: "psst", Timestamp: ts}, "bob", ""), at + "*alice* psst"},
+		{formatDirect(proto.Direct{From: "alice", To: "bob", Text: "psst", Timestamp: ts}, "alice", ""), at + "-> *bob* psst"},
+		{formatDirect(proto.Direct{From: "alice", To: "bob", Text: "psst", Timestamp: ts}, "bob", "private"), at + "[private] *alice* psst"},
+		{formatDirect(proto.Direct{From: "alice", To: "bob", Timestamp: ts}, "bob", "private: log in with your password to read it"), at + "[private: log in with your password to read it] *alice*"},
 		{formatPost(proto.Post{Channel: "g", User: "eve", Text: "a\nb\x1b[2J", Timestamp: ts}), at + "#g <eve> a b [2J"},
 		{formatList("channels", []string{"a", "b"}), "channels (2): a, b"},
 		{formatList("users", nil), "no users yet"},
@@ -36,8 +38,8 @@ func TestHistoryLines(t *testing.T) {
 		map[string]any{"from": "alice", "to": "bob", "message": "re", "timestamp": int64(1700000000)},
 		"not a message",
 	}}
-	got := historyLines(reply, "geral", "alice")
-	want := []string{at + "#geral <alice> one", at + "#geral <bob> two", at + "*bob* dm", at + "-> *bob* re"}
+	got := historyLines(reply, "geral", func(m proto.Direct) string { return formatDirect(m, "alice", "not private") })
+	want := []string{at + "#geral <alice> one", at + "#geral <bob> two", at + "[not private] *bob* dm", at + "[not private] -> *bob* re"}
 	if len(got) != len(want) {
 		t.Fatalf("got %q, want %q", got, want)
 	}

@@ -10,10 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"chat/clock"
 	"chat/logging"
+	"chat/privatedm"
 	"chat/proto"
 	"chat/transport"
 )
@@ -22,26 +24,41 @@ import (
 var errNoLogin = errors.New("log in first: /login NAME")
 
 // session is the state of one running client. Only Run's goroutine
-// touches it, except out, lamport, feed, status and reconnected, which the
-// subscriber's goroutine also uses (all are safe for concurrent use), and
-// connected, which only the subscriber's goroutine uses.
+// touches it, except out, lamport, feed, status, reconnected, cur and
+// peerKeys, which the subscriber's goroutine also uses (all are safe for
+// concurrent use), user and pair, which Run's goroutine writes under mu
+// and the subscriber's reads under mu (identity), and connected, which
+// only the subscriber's goroutine uses. The subscriber's goroutine sends
+// requests too: whois, for the key that opens a private direct message.
 type session struct {
+	ctx     context.Context // the session's; ends at close
+	stop    context.CancelFunc
 	cfg     Config
 	log     *slog.Logger
 	out     *printer
 	lamport clock.Lamport
-	servers []endpoint  // one request client per server
-	cur     int         // index of the server requests go to first
-	sub     *Subscriber // nil when there is no pub-out endpoint
-	feed    *feed       // which channel posts are shown
-	status  *status     // what the status line shows
+	servers []endpoint   // one request client per server
+	cur     atomic.Int32 // index of the server requests go to first
+	sub     *Subscriber  // nil when there is no pub-out endpoint
+	feed    *feed        // which channel posts are shown
+	status  *status      // what the status line shows
+	// peerKeys holds the public keys of other users, from whois (private.go).
+	peerKeys keyCache
 
 	// reconnected tells Run's goroutine that the subscriber is back after
 	// losing the broker, so that it fetches what was missed meanwhile.
 	reconnected chan struct{}
 	connected   bool // the subscriber has connected at least once
 
-	user    string   // "" until /login
+	mu   sync.Mutex
+	user string             // "" until /login
+	pair *privatedm.KeyPair // the user's key pair; nil without a password login
+
+	// The account (login.go): the token of the login, "" for an open
+	// name, and its password, kept to log in again by itself.
+	token, password string
+	warnedNoPair    bool // told that DMs sent without a key pair are not private
+
 	joined  []string // channels joined, in the order joined
 	channel string   // the current channel, one of joined ("" if none)
 }
@@ -56,6 +73,8 @@ type endpoint struct {
 // use) and starts the subscriber.
 func newSession(ctx context.Context, cfg Config, out *printer, st *status, log *slog.Logger) *session {
 	s := &session{cfg: cfg, out: out, status: st, reconnected: make(chan struct{}, 1)}
+	s.ctx, s.stop = context.WithCancel(ctx)
+	ctx = s.ctx
 	s.log = logging.WithClock(log, &s.lamport) // every line shows the client's Lamport clock
 	log = s.log
 	s.feed = newFeed(s.showPost)
@@ -79,6 +98,7 @@ func newSession(ctx context.Context, cfg Config, out *printer, st *status, log *
 
 // close stops the subscriber and closes the request sockets.
 func (s *session) close() {
+	s.stop()
 	if s.sub != nil {
 		s.sub.Close()
 	}
@@ -95,7 +115,8 @@ func (s *session) incoming(r proto.Received) {
 	case r.Post != nil:
 		s.feed.live(*r.Post)
 	case r.Direct != nil:
-		s.out.lines(formatDirect(*r.Direct, ""))
+		user, pair := s.identity()
+		s.out.lines(s.directLine(s.ctx, *r.Direct, user, pair))
 	}
 }
 
@@ -199,7 +220,11 @@ func (s *session) execute(ctx context.Context, cmd command) {
 	case "help":
 		s.out.lines(helpLines()...)
 	case "login":
-		err = s.login(ctx, cmd.arg)
+		err = s.loginCommand(ctx, cmd)
+	case "logout":
+		err = s.logout(ctx)
+	case "whois":
+		err = s.whois(ctx, cmd.arg)
 	case "users":
 		err = s.list(ctx, proto.Users, "users", "users")
 	case "channels":
@@ -231,7 +256,7 @@ func (s *session) execute(ctx context.Context, cmd command) {
 
 // refresh tells the status line the session's state.
 func (s *session) refresh() {
-	s.status.setSession(s.user, s.servers[s.cur].addr, s.joined, s.channel)
+	s.status.setSession(s.user, s.server(), s.joined, s.channel)
 	s.out.refresh()
 }
 
@@ -239,18 +264,6 @@ func (s *session) refresh() {
 // front of it: "#geral" and "geral" are the same channel.
 func channelName(arg string) string {
 	return strings.TrimPrefix(arg, "#")
-}
-
-func (s *session) login(ctx context.Context, name string) error {
-	if _, err := s.request(ctx, proto.Login, proto.Data{"user": name}); err != nil {
-		return err
-	}
-	old := s.user
-	s.user = name
-	s.follow(name) // direct messages to name
-	s.unfollow(old)
-	s.notice("logged in as %s", name)
-	return nil
 }
 
 // list shows a list reply; keys are where the reply may hold the list.
@@ -310,7 +323,7 @@ func (s *session) joinHistory(ctx context.Context, ch string) error {
 	if s.cfg.HistoryOnJoin == 0 {
 		return nil
 	}
-	lines := historyLines(reply, ch, s.user)
+	lines := historyLines(reply, ch, s.historyDirect(ctx))
 	if len(lines) == 0 {
 		s.notice("no messages in #%s yet", ch)
 		return nil
@@ -389,18 +402,23 @@ func (s *session) whoami() {
 		where = "talking in #" + s.channel
 	}
 	if s.user == "" {
-		s.notice("you are not logged in (/login NAME); server %s, %s", s.servers[s.cur].addr, where)
+		s.notice("you are not logged in (/login NAME); server %s, %s", s.server(), where)
 		return
 	}
-	s.notice("you are %s; server %s, %s", s.user, s.servers[s.cur].addr, where)
+	s.notice("you are %s; server %s, %s", s.user, s.server(), where)
 }
 
-// direct sends a direct message and shows it as sent.
+// direct sends a direct message, sealed when it can be (private.go),
+// and shows it as sent.
 func (s *session) direct(ctx context.Context, to, text string) error {
 	if s.user == "" {
 		return errNoLogin
 	}
-	if _, err := s.request(ctx, proto.Message, proto.Data{"src": s.user, "dst": to, "message": text}); err != nil {
+	sent, mark, err := s.sealFor(ctx, to, text)
+	if err != nil {
+		return err
+	}
+	if _, err := s.requestAs(ctx, proto.Message, proto.Data{"src": s.user, "dst": to, "message": sent}); err != nil {
 		return err
 	}
 	if to == s.user && s.sub != nil {
@@ -408,7 +426,7 @@ func (s *session) direct(ctx context.Context, to, text string) error {
 		// a post is): showing it now too would show it twice.
 		return nil
 	}
-	s.out.lines(formatDirect(proto.Direct{From: s.user, To: to, Text: text, Timestamp: time.Now()}, s.user))
+	s.out.lines(formatDirect(proto.Direct{From: s.user, To: to, Text: text, Timestamp: time.Now()}, s.user, mark))
 	return nil
 }
 
@@ -432,14 +450,18 @@ func (s *session) history(ctx context.Context, arg string) error {
 }
 
 // showHistory asks for a history and shows it; where names it for the
-// user.
+// user. The history of a conversation acts as the user (with the token).
 func (s *session) showHistory(ctx context.Context, query proto.Data, where string) error {
-	reply, err := s.request(ctx, proto.History, query)
+	request := s.request
+	if _, ok := query["peer"]; ok {
+		request = s.requestAs
+	}
+	reply, err := request(ctx, proto.History, query)
 	if err != nil {
 		return fmt.Errorf("history of %s: %w", where, err)
 	}
 	ch, _, _ := query.String("", "channel")
-	lines := historyLines(reply, ch, s.user)
+	lines := historyLines(reply, ch, s.historyDirect(ctx))
 	if len(lines) == 0 {
 		s.notice("no messages in %s yet", where)
 		return nil
@@ -458,7 +480,7 @@ func (s *session) say(ctx context.Context, text string) error {
 	case ch == "":
 		return errors.New("join a channel first: /join CH")
 	}
-	if _, err := s.request(ctx, proto.Publish, proto.Data{"user": s.user, "channel": ch, "message": text}); err != nil {
+	if _, err := s.requestAs(ctx, proto.Publish, proto.Data{"user": s.user, "channel": ch, "message": text}); err != nil {
 		return err
 	}
 	if s.sub == nil { // nothing comes back without a subscription: show it now
@@ -492,14 +514,16 @@ func (s *session) unfollow(topic string) {
 // does not answer, the next one is tried (cfg.Attempts tries in all);
 // when the broker could not place the request ("retry": true), it is sent
 // again after a pause (cfg.BusyRetries times). A state-changing request
-// carries a request_id, the same in every try, so it is applied once.
+// carries a request_id, the same in every try (and in a resend of data),
+// so it is applied once. Both goroutines may call it.
 func (s *session) request(ctx context.Context, service string, data proto.Data) (proto.Data, error) {
-	if changesState(service) {
+	if _, ok := data["request_id"]; !ok && changesState(service) {
 		data["request_id"] = NewRequestID()
 	}
 	tries, busy, backoff := 0, 0, s.cfg.BusyBackoff
 	for {
-		srv := s.servers[s.cur]
+		cur := int(s.cur.Load())
+		srv := s.servers[cur]
 		reply, err := Call(ctx, srv.req, &s.lamport, service, data)
 		var refused *ReplyError
 		switch {
@@ -508,8 +532,9 @@ func (s *session) request(ctx context.Context, service string, data proto.Data) 
 			if tries++; tries >= s.cfg.Attempts {
 				return nil, fmt.Errorf("no server answered (%d tries); is the server running?", tries)
 			}
-			s.cur = (s.cur + 1) % len(s.servers)
-			if next := s.servers[s.cur].addr; next != srv.addr {
+			next := (cur + 1) % len(s.servers)
+			s.cur.CompareAndSwap(int32(cur), int32(next)) // unless the other goroutine moved on already
+			if next := s.servers[next].addr; next != srv.addr {
 				s.notice("server %s did not answer, trying %s", srv.addr, next)
 			} else {
 				s.notice("server %s did not answer, trying again", srv.addr)
@@ -529,11 +554,30 @@ func (s *session) request(ctx context.Context, service string, data proto.Data) 
 	}
 }
 
+// server is the endpoint requests go to first.
+func (s *session) server() string {
+	return s.servers[s.cur.Load()].addr
+}
+
+// identity returns the user and its key pair (either goroutine).
+func (s *session) identity() (string, *privatedm.KeyPair) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.user, s.pair
+}
+
+// setIdentity sets the user and its key pair (Run's goroutine).
+func (s *session) setIdentity(user string, pair *privatedm.KeyPair) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.user, s.pair = user, pair
+}
+
 // changesState reports whether service changes the server's state, so that
 // its requests carry a request_id.
 func changesState(service string) bool {
 	switch service {
-	case proto.Login, proto.Channel, proto.Publish, proto.Message:
+	case proto.Login, proto.Channel, proto.Publish, proto.Message, proto.Logout:
 		return true
 	}
 	return false

@@ -1,12 +1,14 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 
 	"golang.org/x/term"
 )
@@ -21,6 +23,10 @@ type terminal struct {
 	in, out  *os.File
 	saved    *term.State // the terminal's mode before raw mode
 	stopSize func()      // stops following the window size
+
+	mu      sync.Mutex
+	asking  bool   // a password is being read: its prompt stays as it is
+	pending []byte // input translated by passwordKeys, not read yet
 }
 
 // openTerminal puts the terminal into raw mode and returns its line
@@ -36,12 +42,8 @@ func openTerminal(in io.Reader, out io.Writer) (*terminal, bool) {
 	if err != nil {
 		return nil, false
 	}
-	t := &terminal{
-		line:  term.NewTerminal(readWriter{inFile, outFile}, "> "),
-		in:    inFile,
-		out:   outFile,
-		saved: saved,
-	}
+	t := &terminal{in: inFile, out: outFile, saved: saved}
+	t.line = term.NewTerminal(readWriter{passwordKeys{t}, outFile}, "> ")
 	t.resize()
 	t.stopSize = onResize(t.resize)
 	return t, true
@@ -51,6 +53,54 @@ func openTerminal(in io.Reader, out io.Writer) (*terminal, bool) {
 type readWriter struct {
 	io.Reader
 	io.Writer
+}
+
+// passwordKeys is the terminal's input as the line editor reads it.
+// While a password is read, Ctrl-C and Ctrl-D cancel it: each becomes
+// End, Ctrl-U (erase what was typed), cancelKey and Enter, so that
+// ReadPassword returns cancelKey alone. x/term's own answer to them,
+// io.EOF, would not do: it leaves the keys read with them in its buffer,
+// and the next ReadLine would take them again, with echo.
+type passwordKeys struct{ t *terminal }
+
+const (
+	ctrlC = 0x03
+	ctrlD = 0x04
+	ctrlE = 0x05 // End
+	ctrlU = 0x15 // erase to the start of the line
+	// cancelKey stands for Ctrl-C at a password prompt: a private-use
+	// character, which no keyboard sends.
+	cancelKey = "\ue000"
+)
+
+// cancelKeys is what Ctrl-C or Ctrl-D becomes at a password prompt.
+var cancelKeys = []byte(string([]byte{ctrlE, ctrlU}) + cancelKey + "\r")
+
+func (k passwordKeys) Read(p []byte) (int, error) {
+	t := k.t // pending is only touched here, by the goroutine reading the terminal
+	if len(t.pending) == 0 {
+		n, err := t.in.Read(p)
+		if err != nil || !t.readingPassword() || bytes.IndexAny(p[:n], "\x03\x04") < 0 {
+			return n, err
+		}
+		for _, b := range p[:n] {
+			if b == ctrlC || b == ctrlD {
+				t.pending = append(t.pending, cancelKeys...)
+			} else {
+				t.pending = append(t.pending, b)
+			}
+		}
+	}
+	n := copy(p, t.pending)
+	t.pending = t.pending[n:]
+	return n, nil
+}
+
+// readingPassword reports whether a password is being read.
+func (t *terminal) readingPassword() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.asking
 }
 
 // resize tells the line editor the window's width, which it needs to
@@ -68,19 +118,54 @@ func (t *terminal) close() {
 	term.Restore(int(t.in.Fd()), t.saved)
 }
 
+// setPrompt sets the prompt of the input line, unless a password is being
+// read: its prompt then stays.
+func (t *terminal) setPrompt(prompt string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.asking {
+		t.line.SetPrompt(prompt)
+	}
+}
+
+// readPassword shows prompt on the input line and reads a line without
+// echo: nothing typed is shown, and it does not go into the history of
+// the input line. Lines written meanwhile still appear above it. Ctrl-C
+// or Ctrl-D cancels it (cancelled). Only the goroutine that reads the
+// terminal may call it (readLines', or Run's before readLines starts).
+func (t *terminal) readPassword(prompt string) (password string, cancelled bool, err error) {
+	t.mu.Lock()
+	t.asking = true
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.asking = false
+		t.mu.Unlock()
+	}()
+	password, err = t.line.ReadPassword(prompt)
+	if err != nil || password == cancelKey {
+		return "", password == cancelKey || err == io.EOF, err
+	}
+	return password, false, nil
+}
+
 // Write shows p above the input line (p holds whole lines).
 func (t *terminal) Write(p []byte) (int, error) { return t.line.Write(p) }
 
 // readLines sends the lines typed on the returned channel and closes it
 // at Ctrl-D on an empty line, at Ctrl-C, or when the input fails. Before
-// each line it sets the prompt from prompt(). Like the plain reader, its
-// goroutine may outlive Run while blocked in a read of the terminal.
-func (t *terminal) readLines(ctx context.Context, prompt func() string, log *slog.Logger) <-chan inputLine {
+// each line it sets the prompt from prompt(). When ask returns a prompt
+// for a line (a /login), the next line is read as a password, without
+// echo, and sent with it: this goroutine is the only reader of the
+// terminal, so the password is read here, before anything typed after
+// it. Like the plain reader, its goroutine may outlive Run while blocked
+// in a read of the terminal.
+func (t *terminal) readLines(ctx context.Context, prompt func() string, ask func(line string) string, log *slog.Logger) <-chan inputLine {
 	lines := make(chan inputLine)
 	go func() {
 		defer close(lines)
 		for {
-			t.line.SetPrompt(prompt())
+			t.setPrompt(prompt())
 			text, err := t.line.ReadLine()
 			if err != nil && !errors.Is(err, term.ErrPasteIndicator) {
 				if err != io.EOF {
@@ -88,14 +173,29 @@ func (t *terminal) readLines(ctx context.Context, prompt func() string, log *slo
 				}
 				return
 			}
+			line := inputLine{text: strings.TrimRight(text, "\r\n")}
+			if p := ask(line.text); p != "" {
+				line.asked = true
+				line.password, line.cancelled = t.askPassword(p, log)
+			}
 			select {
-			case lines <- inputLine{text: strings.TrimRight(text, "\r\n")}:
+			case lines <- line:
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
 	return lines
+}
+
+// askPassword reads a password at prompt. Ctrl-C or Ctrl-D cancels the
+// login (cancelled), and so does an input that fails.
+func (t *terminal) askPassword(prompt string, log *slog.Logger) (password string, cancelled bool) {
+	password, cancelled, err := t.readPassword(prompt)
+	if err != nil && err != io.EOF {
+		log.Error("reading the password failed", "err", err)
+	}
+	return password, cancelled || err != nil
 }
 
 // logAbove returns log or, when stderr is a terminal too (the usual case

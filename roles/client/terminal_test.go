@@ -54,7 +54,10 @@ func TestTerminal(t *testing.T) {
 
 	server := strings.TrimPrefix(sys.front, "tcp://")
 	alice.waitInput(t, "["+server+" · sub ok] > ") // raw mode is on: typing is safe
-	typeIn("/login alice\r/join #lab\r")
+	typeIn("/login alice\r")
+	alice.waitInput(t, "password for alice (empty: no account): ")
+	typeIn("\r/join #lab\r") // no password: an open name
+	alice.waitLine(t, "*** logged in as alice")
 	alice.waitLine(t, "*** joined #lab")
 	alice.waitInput(t, "[alice@"+server+" · sub ok] #lab> ")
 
@@ -246,4 +249,100 @@ func (s *ptyScreen) waitLineEnding(t *testing.T, suffix string) {
 func (s *ptyScreen) wait(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	poll.WaitFor(t, 10*time.Second, "the screen to show the "+what, cond)
+}
+
+// Issue 11: on a terminal /login asks for the password without echo. The
+// terminal is in raw mode for the line editor, so the password is read
+// through it: nothing typed may reach the screen, nor the history of the
+// input line, even when the login is cancelled half-typed.
+func TestTerminalPassword(t *testing.T) {
+	sys := startAccounts(t, nil)
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminal here: %v", err)
+	}
+	defer ptmx.Close()
+	defer tty.Close()
+	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 200}); err != nil {
+		t.Fatal(err)
+	}
+	var raw poll.Output
+	go io.Copy(&raw, ptmx)
+	screen := &ptyScreen{raw: &raw}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the screen (cursor on %q):\n%s", screen.input(), screen.dump())
+		}
+	})
+	typeIn := func(s string) { ptmx.WriteString(s) }
+	server := strings.TrimPrefix(sys.front, "tcp://")
+	cfg := machine(t, sys, "")
+	done := make(chan error, 1)
+	go func() { done <- Run(t.Context(), cfg, tty, tty, clustertest.Log()) }()
+
+	screen.waitInput(t, "["+server+" · sub ok] > ")
+	typeIn("/login carol\r")
+	screen.waitInput(t, "password for carol (empty: no account): ")
+	typeIn("hunter2-secret\r")
+	screen.waitLine(t, "*** logged in as carol (account claimed now)")
+	screen.waitLine(t, "password for carol (empty: no account): ") // the prompt stays, without the password
+	screen.waitInput(t, "[carol@"+server+" · sub ok] > ")
+
+	// The password is not in the input line's history: Up brings back the /login.
+	typeIn("\x1b[A")
+	screen.waitInput(t, "[carol@"+server+" · sub ok] > /login carol")
+
+	// A wrong password is refused by the server.
+	typeIn("\r")
+	screen.waitInput(t, "password for carol (empty: no account): ")
+	typeIn("wrong-guess\r")
+	screen.waitLine(t, `*** wrong password for "carol"`)
+
+	// Ctrl-C at the prompt cancels the login; what was typed is gone.
+	typeIn("/login carol\r")
+	screen.waitInput(t, "password for carol (empty: no account): ")
+	typeIn("half-typed\x03")
+	screen.waitLine(t, "*** login cancelled")
+	screen.waitInput(t, "[carol@"+server+" · sub ok] > ")
+	typeIn("x")
+	screen.waitInput(t, "[carol@"+server+" · sub ok] > x")
+	typeIn("\x15/whoami\r")
+	screen.waitLine(t, "*** you are carol; server "+sys.front+", in no channel")
+
+	// So does Ctrl-D; it does not end the client as on the input line.
+	typeIn("/login carol\r")
+	screen.waitInput(t, "password for carol (empty: no account): ")
+	typeIn("\x04")
+	poll.WaitFor(t, 10*time.Second, "a second cancelled login", func() bool {
+		return strings.Count(strings.Join(screen.lines(), "\n"), "*** login cancelled") == 2
+	})
+	screen.waitInput(t, "[carol@"+server+" · sub ok] > ")
+	typeIn("/whoami\r")
+	poll.WaitFor(t, 10*time.Second, "the client to go on", func() bool {
+		return strings.Count(strings.Join(screen.lines(), "\n"), "*** you are carol") == 2
+	})
+
+	typeIn("\x04")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// --user asks too, before the input line starts.
+	cfg.User = "carol"
+	go func() { done <- Run(t.Context(), cfg, tty, tty, clustertest.Log()) }()
+	poll.WaitFor(t, 10*time.Second, "the prompt of --user", func() bool {
+		return strings.Count(raw.String(), "password for carol (empty: no account): ") == 5
+	})
+	typeIn("hunter2-secret\r")
+	screen.waitLine(t, "*** logged in as carol (account)")
+	typeIn("\x04")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	for _, typed := range []string{"hunter2", "wrong-guess", "half-typed"} {
+		if strings.Contains(raw.String(), typed) {
+			t.Errorf("%q, typed at a password prompt, reached the screen", typed)
+		}
+	}
 }
