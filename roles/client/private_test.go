@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"chat/account"
 	"chat/clock"
 	"chat/internal/clustertest"
+	"chat/internal/fakeclock"
 	"chat/internal/poll"
 	"chat/privatedm"
 	"chat/proto"
@@ -33,24 +33,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// fakeClock is a server's clock that the test moves.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // startAccounts is startSystem with cheap password hashes; clk, when not
@@ -280,14 +262,14 @@ func TestWhois(t *testing.T) {
 // client logs in again by itself with the password it kept, and the
 // request goes through.
 func TestLogsInAgainWhenTheTokenIsRefused(t *testing.T) {
-	clk := &fakeClock{t: time.Now()}
+	clk := fakeclock.New(time.Now())
 	sys := startAccounts(t, clk)
 	alice := startUser(t, machine(t, sys, "alice-pw"))
 	alice.do(t, "/login alice", "logged in as alice (account claimed now)")
 	alice.do(t, "/join g", "joined #g")
 	alice.do(t, "before", "#g <alice> before")
 
-	clk.advance(2 * time.Hour) // the token lasts an hour (startAccounts)
+	clk.Advance(2 * time.Hour) // the token lasts an hour (startAccounts)
 	alice.do(t, "after the token expired", "#g <alice> after the token expired")
 	for _, want := range []string{
 		`*** the server did not take the session's token (the token of user "alice" has expired: log in again); logging in again as alice`,
@@ -304,7 +286,7 @@ func TestLogsInAgainWhenTheTokenIsRefused(t *testing.T) {
 	// The same for a direct message and its history.
 	bob := startUser(t, machine(t, sys, "bob-pw"))
 	bob.do(t, "/login bob", "logged in as bob (account claimed now)")
-	clk.advance(2 * time.Hour)
+	clk.Advance(2 * time.Hour)
 	alice.do(t, "/msg bob later", "[private] -> *bob* later")
 	bob.out.waitFor(t, "[private] *alice* later", 1)
 	bob.do(t, "/history @alice", "[private] *alice* later")

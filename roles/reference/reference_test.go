@@ -5,13 +5,13 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"go.uber.org/goleak"
 
+	"chat/internal/fakeclock"
 	"chat/internal/poll"
 	"chat/logging"
 	"chat/proto"
@@ -43,24 +43,6 @@ func testLog(buf *poll.Output) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return slog.New(slog.NewMultiHandler(handlers...))
-}
-
-// fakeClock is a clock.Source the test moves by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func testConfig(dir string) Config {
@@ -289,7 +271,7 @@ func TestRestartOnTheSameDataKeepsRanks(t *testing.T) {
 
 func TestSilentServersLeaveTheList(t *testing.T) {
 	logs := &poll.Output{}
-	fake := &fakeClock{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	fake := fakeclock.New(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
 	cfg := testConfig(t.TempDir())
 	cfg.Clock = fake
 	r := start(t, cfg, testLog(logs))
@@ -297,16 +279,16 @@ func TestSilentServersLeaveTheList(t *testing.T) {
 	rankOf(t, c, "quiet", "")
 	rankOf(t, c, "chatty", "")
 
-	fake.advance(2 * time.Second)
+	fake.Advance(2 * time.Second)
 	request(t, c, ServiceHeartbeat, proto.Data{"user": "chatty"})
-	fake.advance(1500 * time.Millisecond) // quiet: 3.5 s of silence; chatty: 1.5 s
+	fake.Advance(1500 * time.Millisecond) // quiet: 3.5 s of silence; chatty: 1.5 s
 	if list := listOf(t, c); len(list) != 1 || list[0].Name != "chatty" {
 		t.Errorf("list = %+v, want only chatty", list)
 	}
 	waitFor(t, 5*time.Second, "the log of quiet leaving", func() bool {
 		return strings.Contains(logs.String(), "server quiet left the list (no heartbeat for 3s)")
 	})
-	fake.advance(2 * time.Second)
+	fake.Advance(2 * time.Second)
 	waitFor(t, 5*time.Second, "chatty to leave the list", func() bool { return len(r.List(fake.Now())) == 0 })
 	waitFor(t, 5*time.Second, "the log of chatty leaving", func() bool {
 		return strings.Contains(logs.String(), "server chatty left the list")

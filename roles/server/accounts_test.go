@@ -6,34 +6,16 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"chat/account"
 	"chat/clock"
+	"chat/internal/fakeclock"
 	"chat/privatedm"
 	"chat/proto"
 	"chat/store"
 )
-
-// fakeClock is a clock the test moves.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // testAccounts are accounts with argon2id's cheapest parameters.
 func testAccounts() AccountsConfig {
@@ -44,7 +26,7 @@ func testAccounts() AccountsConfig {
 
 // accountsHandler is a handler on a store in dir with accounts cfg and
 // the clock clk.
-func accountsHandler(t testing.TB, dir string, cfg AccountsConfig, clk *fakeClock) *Handler {
+func accountsHandler(t testing.TB, dir string, cfg AccountsConfig, clk *fakeclock.Clock) *Handler {
 	t.Helper()
 	st, err := store.Open(store.DefaultConfig(filepath.Join(dir, "h.db")))
 	if err != nil {
@@ -55,7 +37,8 @@ func accountsHandler(t testing.TB, dir string, cfg AccountsConfig, clk *fakeCloc
 		Log: slog.New(slog.DiscardHandler), Accounts: NewAccounts(cfg)}
 }
 
-func newClock() *fakeClock { return &fakeClock{t: time.Unix(1_800_000_000, 0)} }
+// newClock is a fake clock that starts at a fixed time.
+func newClock() *fakeclock.Clock { return fakeclock.New(time.Unix(1_800_000_000, 0)) }
 
 // call sends one request and returns its reply's data and publications.
 func (h *Handler) call(t testing.TB, ctx context.Context, service string, data map[string]any) (proto.Data, []proto.Publication) {
@@ -103,9 +86,9 @@ func TestImpersonatingAClaimedNameIsRefused(t *testing.T) {
 	}
 
 	expired := claim(t, h, "bob", "bob-pw") // valid now, expired below
-	clk.advance(testAccounts().TokenTTL - time.Minute)
+	clk.Advance(testAccounts().TokenTTL - time.Minute)
 	bobToken = claim(t, h, "bob", "bob-pw")
-	clk.advance(2 * time.Minute)
+	clk.Advance(2 * time.Minute)
 
 	attempts := map[string]struct {
 		token string
@@ -277,7 +260,7 @@ func TestFailedLoginsAreLimited(t *testing.T) {
 	if wait, _, _ := d.Int(proto.Login, "retry_after"); wait != 60 {
 		t.Fatalf("retry_after %v, want 60", d["retry_after"])
 	}
-	clk.advance(time.Minute)
+	clk.Advance(time.Minute)
 	claim(t, h, "ana", "pw")
 
 	// Per client: 20 wrong passwords over many names block the client,
