@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"chat/internal/clustertest"
+	"chat/internal/testnet"
 	"chat/proto"
 	"chat/roles/broker"
 	"chat/roles/server"
@@ -83,7 +83,7 @@ func TestRequestHeldByDeadServerGetsAnError(t *testing.T) {
 // again.
 func TestServersAndClientsSurviveABrokerRestart(t *testing.T) {
 	cfg := clustertest.BrokerConfig()
-	cfg.Front, cfg.Back, cfg.PubIn, cfg.PubOut = freeEndpoint(t), freeEndpoint(t), freeEndpoint(t), freeEndpoint(t)
+	cfg.Front, cfg.Back, cfg.PubIn, cfg.PubOut = testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t)
 	b, err := broker.Start(context.Background(), cfg, clustertest.Log())
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func TestServersAndClientsSurviveABrokerRestart(t *testing.T) {
 func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	bin := buildChat(t)
 	data := t.TempDir()
-	listen := freeEndpoint(t)
+	listen := testnet.FreeEndpoint(t)
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "server", "--name", "durable", "--listen", listen, "--data", data,
 			"--broker-back", "", "--broker-pub", "", "--reference", "")
@@ -226,17 +226,6 @@ func buildChat(t *testing.T) string {
 		t.Fatal(buildErr)
 	}
 	return binPath
-}
-
-// freeEndpoint returns a tcp endpoint on a port that was free a moment ago.
-func freeEndpoint(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "tcp://" + l.Addr().String()
 }
 
 // silentServer joins a broker as a server would, then never answers.

@@ -21,6 +21,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"chat/internal/clustertest"
+	"chat/internal/testnet"
 	"chat/internal/zmtptest"
 	"chat/proto"
 	"chat/roles/server"
@@ -301,7 +302,7 @@ func (l *load) since(from time.Duration) (n int, failed []loadResult, slowest ti
 // killed process held do, at once.
 func TestRestartsFailNoRequest(t *testing.T) {
 	bin := buildChat(t)
-	front, back, pubIn, pubOut := freeEndpoint(t), freeEndpoint(t), freeEndpoint(t), freeEndpoint(t)
+	front, back, pubIn, pubOut := testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t)
 	brk := startChatProcess(t, bin, "broker", "--front", front, "--back", back, "--pub-in", pubIn, "--pub-out", pubOut)
 	type srv struct {
 		name, listen, data string
@@ -314,7 +315,7 @@ func TestRestartsFailNoRequest(t *testing.T) {
 	}
 	joined := func(name string) int { return countLogLines(brk.out.String(), "server joined", "server="+name+"-") }
 	for _, s := range servers {
-		s.listen, s.data = freeEndpoint(t), t.TempDir()
+		s.listen, s.data = testnet.FreeEndpoint(t), t.TempDir()
 		start(s)
 	}
 	clustertest.WaitFor(t, 15*time.Second, "both servers to join the broker", func() bool {

@@ -28,6 +28,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"chat/internal/clustertest"
+	"chat/internal/testnet"
 	"chat/internal/zmtptest"
 	"chat/proto"
 	"chat/roles/server"
@@ -166,7 +167,7 @@ func TestHostilePeersInProcess(t *testing.T) {
 // connection still open, both processes are still running and serving.
 func TestHostilePeersRealProcesses(t *testing.T) {
 	bin := buildChat(t)
-	ep := chatEndpoints{server: freeEndpoint(t), front: freeEndpoint(t), back: freeEndpoint(t), pubIn: freeEndpoint(t), pubOut: freeEndpoint(t)}
+	ep := chatEndpoints{server: testnet.FreeEndpoint(t), front: testnet.FreeEndpoint(t), back: testnet.FreeEndpoint(t), pubIn: testnet.FreeEndpoint(t), pubOut: testnet.FreeEndpoint(t)}
 	b := startChatProcess(t, bin, "broker", "--front", ep.front, "--back", ep.back, "--pub-in", ep.pubIn, "--pub-out", ep.pubOut,
 		"--heartbeat-interval", "200ms", "--server-timeout", "3s")
 	s := startChatProcess(t, bin, "server", "--name", "hostile", "--listen", ep.server, "--data", t.TempDir(),

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"chat/internal/clustertest"
+	"chat/internal/testnet"
 	"chat/proto"
 )
 
@@ -30,7 +31,7 @@ func TestMixedClusterWithAForeignServer(t *testing.T) {
 		t.Skip(msg)
 	}
 	c := clustertest.StartReplicated(t, 3, nil)
-	listen := freeEndpoint(t)
+	listen := testnet.FreeEndpoint(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, pythonInterpreter, foreignScript,

@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"chat/internal/testnet"
 	"chat/proto"
 	"chat/transport"
 )
@@ -203,8 +204,8 @@ func startProcCluster(t *testing.T, lab *netLab) *procCluster {
 	if lab != nil {
 		host = lab.hostIP
 	}
-	c.refEP, c.front, c.back, c.pubIn, c.pubOut = freeEndpointOn(t, host), freeEndpointOn(t, host),
-		freeEndpointOn(t, host), freeEndpointOn(t, host), freeEndpointOn(t, host)
+	c.refEP, c.front, c.back, c.pubIn, c.pubOut = testnet.FreeEndpointOn(t, host), testnet.FreeEndpointOn(t, host),
+		testnet.FreeEndpointOn(t, host), testnet.FreeEndpointOn(t, host), testnet.FreeEndpointOn(t, host)
 	t.Cleanup(c.close)
 
 	c.ref = c.newProc("reference", nil, append([]string{"reference", "--listen", c.refEP, "--data", filepath.Join(c.dir, "reference")}, procReferenceFlags...))
@@ -214,7 +215,7 @@ func startProcCluster(t *testing.T, lab *netLab) *procCluster {
 	c.broker.start()
 	for i := range 3 {
 		name := fmt.Sprintf("server-%d", i+1)
-		ep := freeEndpointOn(t, host)
+		ep := testnet.FreeEndpointOn(t, host)
 		var wrap []string
 		if lab != nil {
 			ep = "tcp://" + lab.ips[i] + ":5560" // a namespace of its own: any port is free
@@ -452,18 +453,6 @@ func (c *procCluster) waitFor(timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// freeEndpointOn returns a tcp endpoint on host on a port that was free a
-// moment ago.
-func freeEndpointOn(t testing.TB, host string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "tcp://" + l.Addr().String()
 }
 
 // endpointPort is the port of a tcp://host:port endpoint.

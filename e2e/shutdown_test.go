@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"chat/internal/clustertest"
+	"chat/internal/testnet"
 	"chat/proto"
 )
 
@@ -18,7 +19,7 @@ import (
 // SQLite, no change log left to replay).
 func TestSIGTERMStopsEveryRoleCleanly(t *testing.T) {
 	bin := buildChat(t)
-	front, back, pubIn, pubOut, listen := freeEndpoint(t), freeEndpoint(t), freeEndpoint(t), freeEndpoint(t), freeEndpoint(t)
+	front, back, pubIn, pubOut, listen := testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t)
 	data := t.TempDir()
 	brk := exec.Command(bin, "broker", "--front", front, "--back", back, "--pub-in", pubIn, "--pub-out", pubOut)
 	srv := exec.Command(bin, "server", "--name", "s1", "--listen", listen, "--broker-back", back,

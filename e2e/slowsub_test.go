@@ -21,6 +21,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"chat/internal/clustertest"
+	"chat/internal/testnet"
 	"chat/internal/zmtptest"
 	"chat/proto"
 	"chat/roles/broker"
@@ -257,7 +258,7 @@ func TestSlowSubscriberBrokerMemoryBounded(t *testing.T) {
 		stuckTill = 60 << 20  // ...up to here, so each one has > MaxPending + kernel buffers to choke on
 	)
 	bin := buildChat(t)
-	front, back, pubIn, pubOut := freeEndpoint(t), freeEndpoint(t), freeEndpoint(t), freeEndpoint(t)
+	front, back, pubIn, pubOut := testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t)
 	bp := startChatProcess(t, bin, "broker", "--front", front, "--back", back, "--pub-in", pubIn, "--pub-out", pubOut)
 	rss := watchRSS(t, bp.pid(), 10*time.Millisecond)
 

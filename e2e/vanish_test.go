@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"chat/internal/clustertest"
+	"chat/internal/testnet"
 	"chat/internal/zmtptest"
 	"chat/proto"
 	"chat/transport"
@@ -33,12 +34,12 @@ func TestVanishedServerProcessIsTakenOut(t *testing.T) {
 		slack         = 2500 * time.Millisecond // scheduling on a loaded machine
 	)
 	bin := buildChat(t)
-	front, back, pubIn, pubOut := freeEndpoint(t), freeEndpoint(t), freeEndpoint(t), freeEndpoint(t)
+	front, back, pubIn, pubOut := testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t)
 	b := startChatProcess(t, bin, "broker", "--front", front, "--back", back, "--pub-in", pubIn, "--pub-out", pubOut,
 		"--heartbeat-interval", heartbeat.String(), "--server-timeout", serverTimeout.String(), "--request-timeout", "30s")
 	servers := map[string]*chatProcess{}
 	for _, name := range []string{"vanish-a", "vanish-b"} {
-		servers[name] = startChatProcess(t, bin, "server", "--name", name, "--listen", freeEndpoint(t), "--data", t.TempDir(),
+		servers[name] = startChatProcess(t, bin, "server", "--name", name, "--listen", testnet.FreeEndpoint(t), "--data", t.TempDir(),
 			"--broker-back", back, "--broker-pub", pubIn, "--reference", "",
 			"--heartbeat-interval", heartbeat.String(), "--broker-timeout", serverTimeout.String())
 	}

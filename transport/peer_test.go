@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/go-zeromq/zmq4"
 	"go.uber.org/goleak"
+
+	"chat/internal/testnet"
 )
 
 // checkPeerLeaks fails the test if it leaves goroutines behind. Call it
@@ -152,18 +153,6 @@ func (s *peerTestServer) Close() {
 		s.sock.Close()
 		s.wg.Wait()
 	})
-}
-
-// freeEndpoint returns a tcp:// endpoint nothing listens on (now).
-func freeEndpoint(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep := "tcp://" + ln.Addr().String()
-	ln.Close()
-	return ep
 }
 
 // doAsync runs p.Do in a goroutine; the result arrives on the channel.
@@ -579,7 +568,7 @@ func TestPeerServerRestart(t *testing.T) {
 // error within DialTimeout; once a server listens there, Do works.
 func TestPeerUnreachable(t *testing.T) {
 	checkPeerLeaks(t)
-	ep := freeEndpoint(t)
+	ep := testnet.FreeEndpoint(t)
 	cfg := DefaultPeerConfig(ep)
 	cfg.DialTimeout = 300 * time.Millisecond
 	p := newTestPeer(t, cfg)
@@ -696,7 +685,7 @@ func TestPeerCloseInFlight(t *testing.T) {
 // TestPeerCloseWhileDialing: Close aborts a dial under way.
 func TestPeerCloseWhileDialing(t *testing.T) {
 	checkPeerLeaks(t)
-	cfg := DefaultPeerConfig(freeEndpoint(t))
+	cfg := DefaultPeerConfig(testnet.FreeEndpoint(t))
 	cfg.DialTimeout = 10 * time.Second
 	p := newTestPeer(t, cfg)
 	res := doAsync(p, t.Context(), "x")

@@ -8,6 +8,7 @@ import (
 
 	"chat/internal/clustertest"
 	"chat/internal/poll"
+	"chat/internal/testnet"
 	"chat/proto"
 	"chat/roles/broker"
 	"chat/roles/server"
@@ -23,7 +24,7 @@ import (
 func TestPostsMissedWhileAwayAreFetched(t *testing.T) {
 	bcfg := clustertest.BrokerConfig()
 	// Fixed ports, free just now, so that the broker restarts on them.
-	bcfg.Front, bcfg.Back, bcfg.PubIn, bcfg.PubOut = deadEndpoint(t), deadEndpoint(t), deadEndpoint(t), deadEndpoint(t)
+	bcfg.Front, bcfg.Back, bcfg.PubIn, bcfg.PubOut = testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t)
 	b, err := broker.Start(t.Context(), bcfg, clustertest.Log())
 	if err != nil {
 		t.Fatal(err)

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"chat/internal/clustertest"
+	"chat/internal/testnet"
 	"chat/roles/broker"
 )
 
@@ -154,7 +154,7 @@ func TestTwoUsers(t *testing.T) {
 
 func TestMovesOnToTheNextServer(t *testing.T) {
 	sys := startSystem(t)
-	dead := deadEndpoint(t)
+	dead := testnet.FreeEndpoint(t)
 	cfg := testConfig([]string{dead, sys.direct}, "")
 	cfg.RequestTimeout, cfg.DialTimeout = 300*time.Millisecond, 300*time.Millisecond
 	u := startUser(t, cfg)
@@ -170,7 +170,7 @@ func TestMovesOnToTheNextServer(t *testing.T) {
 }
 
 func TestNoServerAnswers(t *testing.T) {
-	cfg := testConfig([]string{deadEndpoint(t)}, "")
+	cfg := testConfig([]string{testnet.FreeEndpoint(t)}, "")
 	cfg.RequestTimeout, cfg.DialTimeout, cfg.Attempts = 200*time.Millisecond, 200*time.Millisecond, 2
 	u := startUser(t, cfg)
 	u.do(t, "/users", "no server answered (2 tries)")
@@ -229,17 +229,6 @@ func TestValidate(t *testing.T) {
 			t.Errorf("bad config %d accepted", i)
 		}
 	}
-}
-
-// deadEndpoint returns an endpoint where nothing listens.
-func deadEndpoint(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.Close()
-	return "tcp://" + l.Addr().String()
 }
 
 // TestIRCHabits: what IRC users type. "/create #hash" made "##hash";

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"chat/internal/clustertest"
+	"chat/internal/testnet"
 	"chat/proto"
 )
 
@@ -19,7 +20,7 @@ import (
 func TestLongLineIsRefused(t *testing.T) {
 	var out screen
 	script := strings.Repeat("x", 70_000) + "\n/help\n" + strings.Repeat("y", 1<<20) + "\n/quit\n"
-	cfg := testConfig([]string{deadEndpoint(t)}, "")
+	cfg := testConfig([]string{testnet.FreeEndpoint(t)}, "")
 	if err := Run(t.Context(), cfg, strings.NewReader(script), &out, clustertest.Log()); err != nil {
 		t.Fatal(err)
 	}

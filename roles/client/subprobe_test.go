@@ -3,25 +3,20 @@ package client
 import (
 	"bytes"
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
 
+	"chat/internal/testnet"
 	"chat/transport"
 )
 
 // Issue 10: a --sub endpoint where nothing answers gave no sign at all;
 // the client now says so once, at start.
 func TestClientSaysWhenItsSubEndpointDoesNotAnswer(t *testing.T) {
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nobody := "tcp://" + free.Addr().String()
-	free.Close()
+	nobody := testnet.FreeEndpoint(t)
 	pub, err := transport.ListenSocket(context.Background(), zmq4.NewPub, "tcp://127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/go-zeromq/zmq4"
 
 	"chat/internal/poll"
+	"chat/internal/testnet"
 	"chat/proto"
 	"chat/roles/broker"
 	"chat/transport"
@@ -102,10 +103,10 @@ type linked struct {
 func startLinked(t *testing.T, tune func(*Config)) *linked {
 	l := &linked{t: t, brokerCfg: broker.DefaultConfig()}
 	bc := &l.brokerCfg
-	bc.Front, bc.Back, bc.PubIn, bc.PubOut = freeEndpoint(t), freeEndpoint(t), freeEndpoint(t), freeEndpoint(t)
+	bc.Front, bc.Back, bc.PubIn, bc.PubOut = testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t), testnet.FreeEndpoint(t)
 	bc.HeartbeatInterval, bc.ServerTimeout = 100*time.Millisecond, 500*time.Millisecond
 	l.broker = startBroker(t, *bc)
-	l.gate = openGate(t, hostPort(freeEndpoint(t)), hostPort(bc.PubIn))
+	l.gate = openGate(t, hostPort(testnet.FreeEndpoint(t)), hostPort(bc.PubIn))
 
 	cfg := DefaultConfig("server-1")
 	cfg.Listen, cfg.DataDir, cfg.Reference = "tcp://127.0.0.1:0", t.TempDir(), ""
@@ -254,18 +255,6 @@ func postUntilShown(t *testing.T, sub *testSub, text func(int) string, post func
 		}
 	}
 	t.Fatalf("no post reached the subscriber; it got %q", sub.texts())
-}
-
-// freeEndpoint is a tcp:// endpoint of 127.0.0.1 that was free just now,
-// for a broker that must restart on the same ports.
-func freeEndpoint(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return "tcp://" + l.Addr().String()
 }
 
 func startBroker(t *testing.T, cfg broker.Config) *broker.Broker {

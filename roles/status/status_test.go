@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"chat/clock"
 	"chat/internal/poll"
+	"chat/internal/testnet"
 	"chat/proto"
 	"chat/roles/reference"
 	"chat/transport"
@@ -204,18 +204,6 @@ func register(t *testing.T, ref *reference.Reference, name, addr string) {
 	}
 }
 
-// freeEndpoint returns an endpoint nothing listens on.
-func freeEndpoint(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep := "tcp://" + l.Addr().String()
-	l.Close()
-	return ep
-}
-
 func testConfig(ref string) Config {
 	cfg := DefaultConfig()
 	cfg.Reference = ref
@@ -230,7 +218,7 @@ func TestSnapshot(t *testing.T) {
 	ref := startReference(t)
 	good, foreign := startFake(t, ours), startFake(t, theirs)
 	register(t, ref, "ours", good.addr())
-	register(t, ref, "down", freeEndpoint(t))
+	register(t, ref, "down", testnet.FreeEndpoint(t))
 	register(t, ref, "theirs", foreign.addr())
 	register(t, ref, "noaddr", "")
 	silent, err := transport.ListenSocket(context.Background(), zmq4.NewRouter, "tcp://127.0.0.1:0") // never reads
@@ -290,7 +278,7 @@ func TestSnapshot(t *testing.T) {
 
 func TestSnapshotFailures(t *testing.T) {
 	// No reference.
-	rep, err := Snapshot(context.Background(), testConfig(freeEndpoint(t)))
+	rep, err := Snapshot(context.Background(), testConfig(testnet.FreeEndpoint(t)))
 	if err == nil || rep.Err != "cannot connect: connection refused" || errors.Is(err, ErrNoServer) {
 		t.Errorf("Snapshot without a reference: %v, report %+v", err, rep)
 	}
@@ -302,7 +290,7 @@ func TestSnapshotFailures(t *testing.T) {
 	}
 
 	// A reference whose servers are all silent.
-	register(t, ref, "gone", freeEndpoint(t))
+	register(t, ref, "gone", testnet.FreeEndpoint(t))
 	register(t, ref, "mute", "")
 	rep, err = Snapshot(context.Background(), testConfig(ref.Addr()))
 	if !errors.Is(err, ErrNoServer) || len(rep.Servers) != 2 {
