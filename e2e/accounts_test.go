@@ -2,11 +2,9 @@ package e2e
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/go-zeromq/zmq4"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"chat/account"
@@ -19,13 +17,6 @@ import (
 // cheapAccounts makes password hashes cheap (argon2id's least memory).
 func cheapAccounts(cfg *server.Config) {
 	cfg.Accounts.Hash = account.HashConfig{Time: 1, Memory: 8, Threads: 1}
-}
-
-func wantErroSaying(t testing.TB, d proto.Data, says string) {
-	t.Helper()
-	if msg, _ := d["message"].(string); d["status"] != proto.StatusError || !strings.Contains(msg, says) {
-		t.Fatalf("want erro saying %q, got %v", says, d)
-	}
 }
 
 // Accounts replicate like everything else: a name claimed on server-1
@@ -44,13 +35,13 @@ func TestReplicatedAccountsAndTokens(t *testing.T) {
 	wantStatus(t, callOK(t, s2, proto.Channel, proto.Data{"channel": "lab"}), proto.StatusSuccess)
 
 	// Server-3 knows the claim at once (its reads pass the barrier).
-	wantErroSaying(t, callOK(t, s3, proto.Login, proto.Data{"user": "ana"}), "protected by a password")
-	wantErroSaying(t, callOK(t, s3, proto.Login, proto.Data{"user": "ana", "password": "guess"}), `wrong password for "ana"`)
+	expectError(t, callOK(t, s3, proto.Login, proto.Data{"user": "ana"}), "protected by a password")
+	expectError(t, callOK(t, s3, proto.Login, proto.Data{"user": "ana", "password": "guess"}), `wrong password for "ana"`)
 	if d := callOK(t, s3, proto.Whois, proto.Data{"user": "ana"}); d["claimed"] != true {
 		t.Fatalf("whois on server-3: %v", d)
 	}
-	wantErroSaying(t, callOK(t, s3, proto.Publish, proto.Data{"user": "ana", "channel": "lab", "message": "fake"}), "protected by a password")
-	wantErroSaying(t, callOK(t, s2, proto.Message, proto.Data{"src": "ana", "dst": "bia", "message": "fake"}), "protected by a password")
+	expectError(t, callOK(t, s3, proto.Publish, proto.Data{"user": "ana", "channel": "lab", "message": "fake"}), "protected by a password")
+	expectError(t, callOK(t, s2, proto.Message, proto.Data{"src": "ana", "dst": "bia", "message": "fake"}), "protected by a password")
 
 	// The token of server-1 works on server-3 and server-2.
 	wantStatus(t, callOK(t, s3, proto.Publish, proto.Data{"user": "ana", "channel": "lab", "message": "real", "token": token}), proto.StatusOK)
@@ -58,13 +49,13 @@ func TestReplicatedAccountsAndTokens(t *testing.T) {
 	if d := callOK(t, s3, proto.History, proto.Data{"user": "ana", "peer": "bia", "token": token}); len(d["messages"].([]any)) != 1 {
 		t.Fatalf("ana's DM history on server-3: %v", d)
 	}
-	wantErroSaying(t, callOK(t, s1, proto.History, proto.Data{"user": "ana", "peer": "bia"}), "protected by a password")
+	expectError(t, callOK(t, s1, proto.History, proto.Data{"user": "ana", "peer": "bia"}), "protected by a password")
 
 	// A logout on server-2 ends the token everywhere.
 	wantStatus(t, callOK(t, s2, proto.Logout, proto.Data{"user": "ana", "token": token}), proto.StatusOK)
 	for _, s := range []*transport.Client{s1, s2, s3} {
-		wantErroSaying(t, callOK(t, s, proto.Publish, proto.Data{"user": "ana", "channel": "lab", "message": "after", "token": token}), `not valid for user "ana"`)
-		wantErroSaying(t, callOK(t, s, proto.History, proto.Data{"user": "ana", "peer": "bia", "token": token}), `not valid for user "ana"`)
+		expectError(t, callOK(t, s, proto.Publish, proto.Data{"user": "ana", "channel": "lab", "message": "after", "token": token}), `not valid for user "ana"`)
+		expectError(t, callOK(t, s, proto.History, proto.Data{"user": "ana", "peer": "bia", "token": token}), `not valid for user "ana"`)
 	}
 	posts := callOK(t, s1, proto.History, proto.Data{"channel": "lab"})["messages"].([]any)
 	if len(posts) != 1 {
@@ -86,43 +77,10 @@ func TestImpersonationThroughTheBroker(t *testing.T) {
 	call(t, alice, proto.Login, proto.Data{"user": "carol"})
 	call(t, alice, proto.Channel, proto.Data{"channel": "g"})
 
-	sub, err := transport.DialSocket(t.Context(), zmq4.NewSub, c.Broker.PubOutAddr(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	for _, topic := range []string{"g", "carol"} {
-		if err := sub.SetOption(zmq4.OptionSubscribe, topic); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got := make(chan string, 100)
-	go func() {
-		for {
-			m, err := sub.Recv()
-			if err != nil {
-				close(got)
-				return
-			}
-			var d proto.Data
-			if len(m.Frames) == 2 && msgpack.Unmarshal(m.Frames[1], &d) == nil {
-				text, _ := d["message"].(string)
-				got <- text
-			}
-		}
-	}()
-	clustertest.WaitFor(t, 5*time.Second, "the first publication", func() bool {
+	got := clustertest.Subscribe(t, c.Broker.PubOutAddr(), "g", "carol")
+	publishUntilReceived(t, got, func() {
 		call(t, alice, proto.Publish, proto.Data{"user": "carol", "channel": "g", "message": "warm-up"})
-		select {
-		case <-got:
-			return true
-		case <-time.After(100 * time.Millisecond):
-			return false
-		}
 	})
-	for len(got) > 0 {
-		<-got
-	}
 
 	for _, token := range []string{"", aliceToken} {
 		d := proto.Data{"user": "bob", "channel": "g", "message": "fake post"}
@@ -137,8 +95,12 @@ func TestImpersonationThroughTheBroker(t *testing.T) {
 	expectStatus(t, call(t, bob, proto.Publish, proto.Data{"user": "bob", "channel": "g", "message": "real post", "token": bobToken}), proto.StatusOK)
 	for _, want := range []string{"real dm", "real post"} {
 		select {
-		case text := <-got:
-			if text != want {
+		case f := <-got:
+			var d proto.Data
+			if len(f) == 2 {
+				msgpack.Unmarshal(f[1], &d)
+			}
+			if text, _ := d["message"].(string); text != want {
 				t.Fatalf("subscriber got %q, want %q (an impersonation was published)", text, want)
 			}
 		case <-time.After(5 * time.Second):

@@ -12,12 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-zeromq/zmq4"
-
 	"chat/internal/clustertest"
 	"chat/privatedm"
 	"chat/proto"
-	"chat/transport"
 )
 
 // TestPrivateDirectMessagesWithTheBinary: a direct message between two
@@ -51,26 +48,7 @@ func TestPrivateDirectMessagesWithTheBinary(t *testing.T) {
 	wants(client("bob-pw", bobDir, "/login bob\n"), "*** logged in as bob (account claimed now)")
 
 	// An eavesdropper on every topic, heard a direct message to bob.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sub, err := transport.DialSocket(ctx, zmq4.NewSub, c.pubOut, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	sub.SetOption(zmq4.OptionSubscribe, "")
-	var heard clustertest.Output
-	go func() {
-		for {
-			msg, err := sub.Recv()
-			if err != nil {
-				return
-			}
-			for _, f := range msg.Frames {
-				heard.Write(append(f, '\n'))
-			}
-		}
-	}()
+	heard := clustertest.Eavesdrop(t, c.pubOut)
 	front := c.brokerClient()
 	clustertest.WaitFor(t, 10*time.Second, "the eavesdropper to hear a direct message", func() bool {
 		callOK(t, front, proto.Message, proto.Data{"src": "warm", "dst": "bob", "message": "warm-up"})

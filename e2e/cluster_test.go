@@ -59,3 +59,25 @@ func callEnv(c *transport.Client, service string, data proto.Data) (proto.Envelo
 	}
 	return proto.Decode(reply)
 }
+
+// publishUntilReceived calls publish until a publication reaches got (a
+// clustertest.Subscribe): the subscription has then reached the broker.
+// It returns the first publication's frames and drops the others received
+// by then, so that the test reads only what it publishes next.
+func publishUntilReceived(t testing.TB, got <-chan [][]byte, publish func()) [][]byte {
+	t.Helper()
+	var first [][]byte
+	clustertest.WaitFor(t, 10*time.Second, "a publication to reach the subscriber", func() bool {
+		publish()
+		select {
+		case first = <-got:
+			return true
+		case <-time.After(100 * time.Millisecond):
+			return false
+		}
+	})
+	for len(got) > 0 {
+		<-got
+	}
+	return first
+}

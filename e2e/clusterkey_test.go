@@ -10,14 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-zeromq/zmq4"
-
 	"chat/internal/clustertest"
 	"chat/proto"
 	"chat/roles/broker"
 	"chat/roles/server"
 	"chat/roles/status"
-	"chat/transport"
 )
 
 const e2eClusterKey = "e2e-cluster-key-0123456789abcdef"
@@ -30,40 +27,17 @@ const e2eClusterKey = "e2e-cluster-key-0123456789abcdef"
 func TestKeyedClusterEndToEnd(t *testing.T) {
 	c := clustertest.StartReplicatedKeyed(t, 3, e2eClusterKey, nil)
 
-	sub, err := transport.DialSocket(t.Context(), zmq4.NewSub, c.Broker.PubOutAddr(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	sub.SetOption(zmq4.OptionSubscribe, "lab")
-	got := make(chan [][]byte, 100)
-	go func() {
-		for {
-			m, err := sub.Recv()
-			if err != nil {
-				return
-			}
-			got <- m.Frames
-		}
-	}()
-
+	got := clustertest.Subscribe(t, c.Broker.PubOutAddr(), "lab")
 	b := newClient(t, c.Broker.FrontAddr())
 	wantStatus(t, callOK(t, b, proto.Login, proto.Data{"user": "ana"}), proto.StatusSuccess)
 	wantStatus(t, callOK(t, b, proto.Channel, proto.Data{"channel": "lab"}), proto.StatusSuccess)
-	received := false
-	for i := 0; !received; i++ {
-		if i == 50 {
-			t.Fatal("no publication of a keyed cluster reached a subscriber")
-		}
+	i := 0
+	f := publishUntilReceived(t, got, func() {
+		i++
 		wantStatus(t, callOK(t, b, proto.Publish, proto.Data{"user": "ana", "channel": "lab", "message": fmt.Sprint("post ", i)}), proto.StatusOK)
-		select {
-		case f := <-got:
-			if len(f) != 2 || string(f[0]) != "lab" {
-				t.Fatalf("a subscriber got %q, want the standard's [topic][payload]", f)
-			}
-			received = true
-		case <-time.After(200 * time.Millisecond):
-		}
+	})
+	if len(f) != 2 || string(f[0]) != "lab" {
+		t.Fatalf("a subscriber got %q, want the standard's [topic][payload]", f)
 	}
 
 	// A failover: the election and replication run with the key.
@@ -165,12 +139,7 @@ func TestKeyedPublicationFromAnotherImplementation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	sub, err := transport.DialSocket(t.Context(), zmq4.NewSub, b.PubOutAddr(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	sub.SetOption(zmq4.OptionSubscribe, "lab")
+	got := clustertest.Subscribe(t, b.PubOutAddr(), "lab")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, pythonInterpreter, "-c", keyedPublisher, b.PubInAddr(), e2eClusterKey)
@@ -180,16 +149,6 @@ func TestKeyedPublicationFromAnotherImplementation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); cmd.Wait() }()
-	got := make(chan [][]byte, 100)
-	go func() {
-		for {
-			m, err := sub.Recv()
-			if err != nil {
-				return
-			}
-			got <- m.Frames
-		}
-	}()
 	deadline := time.After(10 * time.Second)
 	for genuine := 0; genuine < 5; {
 		select {

@@ -7,12 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-zeromq/zmq4"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"chat/internal/clustertest"
 	"chat/proto"
-	"chat/transport"
 )
 
 // TestServicesDirectAndThroughBroker runs every client service against a
@@ -147,40 +145,10 @@ func TestPublicationsThroughTheProxy(t *testing.T) {
 	call(t, cl, proto.Channel, proto.Data{"channel": "geral"})
 	call(t, cl, proto.Channel, proto.Data{"channel": "geral2"})
 
-	sub, err := transport.DialSocket(t.Context(), zmq4.NewSub, c.Broker.PubOutAddr(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	for _, topic := range []string{"geral", "bob"} {
-		if err := sub.SetOption(zmq4.OptionSubscribe, topic); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got := make(chan zmq4.Msg, 100)
-	go func() {
-		for {
-			m, err := sub.Recv()
-			if err != nil {
-				close(got)
-				return
-			}
-			got <- m
-		}
-	}()
-	// Publish until the subscription has reached the proxy.
-	clustertest.WaitFor(t, 5*time.Second, "the first publication", func() bool {
+	got := clustertest.Subscribe(t, c.Broker.PubOutAddr(), "geral", "bob")
+	publishUntilReceived(t, got, func() {
 		call(t, cl, proto.Publish, proto.Data{"user": "alice", "channel": "geral", "message": "warm-up"})
-		select {
-		case m := <-got:
-			return string(m.Frames[0]) == "geral"
-		case <-time.After(100 * time.Millisecond):
-			return false
-		}
 	})
-	for len(got) > 0 {
-		<-got
-	}
 	call(t, cl, proto.Publish, proto.Data{"user": "alice", "channel": "geral2", "message": "other channel"})
 	call(t, cl, proto.Publish, proto.Data{"user": "alice", "channel": "geral", "message": "hello"})
 	call(t, cl, proto.Message, proto.Data{"src": "alice", "dst": "bob", "message": "psst"})
@@ -190,15 +158,15 @@ func TestPublicationsThroughTheProxy(t *testing.T) {
 	timeout := time.After(5 * time.Second)
 	for len(seen) < len(want) {
 		select {
-		case m := <-got:
-			if len(m.Frames) != 2 {
-				t.Fatalf("publication has %d frames: %q", len(m.Frames), m.Frames)
+		case f := <-got:
+			if len(f) != 2 {
+				t.Fatalf("publication has %d frames: %q", len(f), f)
 			}
 			var d proto.Data
-			if err := msgpack.Unmarshal(m.Frames[1], &d); err != nil {
+			if err := msgpack.Unmarshal(f[1], &d); err != nil {
 				t.Fatal(err)
 			}
-			topic := string(m.Frames[0])
+			topic := string(f[0])
 			if topic == "geral2" {
 				continue // prefix-matched by ZeroMQ; a client must drop it
 			}

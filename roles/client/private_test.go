@@ -1,13 +1,10 @@
 package client
 
 import (
-	"context"
 	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/go-zeromq/zmq4"
 
 	"chat/account"
 	"chat/clock"
@@ -68,36 +65,6 @@ func rawCall(t *testing.T, addr, service string, data proto.Data) (proto.Data, e
 	return Call(t.Context(), c, &clock.Lamport{}, service, data)
 }
 
-// eavesdrop subscribes a raw SUB socket to topic on the broker's
-// publish-out ("" : every topic) and collects every frame it receives.
-func eavesdrop(t *testing.T, pubOut, topic string) *poll.Output {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	sub, err := transport.DialSocket(ctx, zmq4.NewSub, pubOut, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sub.SetOption(zmq4.OptionSubscribe, topic); err != nil {
-		t.Fatal(err)
-	}
-	var out poll.Output
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			msg, err := sub.Recv()
-			if err != nil {
-				return
-			}
-			for _, f := range msg.Frames {
-				out.Write(append(f, '\n'))
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); sub.Close(); <-done })
-	return &out
-}
-
 func TestLoginWithPasswordClaimsTheName(t *testing.T) {
 	sys := startAccounts(t, nil)
 	alice := startUser(t, machine(t, sys, "alice-pw"))
@@ -142,7 +109,7 @@ func TestPrivateDirectMessages(t *testing.T) {
 
 	// Two eavesdroppers: one on bob's topic, one on every topic. Wait
 	// until both hear a direct message to bob.
-	onBob, onAll := eavesdrop(t, sys.pubOut, "bob"), eavesdrop(t, sys.pubOut, "")
+	onBob, onAll := clustertest.Eavesdrop(t, sys.pubOut, "bob"), clustertest.Eavesdrop(t, sys.pubOut)
 	poll.WaitFor(t, 10*time.Second, "the eavesdroppers to hear a direct message to bob", func() bool {
 		rawCall(t, sys.direct, proto.Message, proto.Data{"src": "warm", "dst": "bob", "message": "warm-up"})
 		return strings.Contains(onBob.String(), "warm-up") && strings.Contains(onAll.String(), "warm-up")
