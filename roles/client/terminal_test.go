@@ -5,6 +5,7 @@ package client
 import (
 	"context"
 	"io"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -24,27 +25,11 @@ import (
 // the screen, as the terminal shows it.
 func TestTerminal(t *testing.T) {
 	sys := startSystem(t)
-	ptmx, tty, err := pty.Open()
-	if err != nil {
-		t.Skipf("no pseudo-terminal here: %v", err)
-	}
-	defer ptmx.Close()
-	defer tty.Close()
-	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 200}); err != nil {
-		t.Fatal(err)
-	}
+	ptmx, tty, alice := openPTY(t)
 	before, err := term.GetState(int(tty.Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var raw poll.Output
-	go io.Copy(&raw, ptmx) // ends when the test closes ptmx
-	alice := &ptyScreen{raw: &raw}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("the screen (cursor on %q):\n%s", alice.input(), alice.dump())
-		}
-	})
 
 	done := make(chan error, 1)
 	go func() {
@@ -128,6 +113,30 @@ func TestTerminal(t *testing.T) {
 	if after, _ := term.GetState(int(tty.Fd())); !reflect.DeepEqual(before, after) {
 		t.Fatal("the terminal was left in raw mode after the context ended")
 	}
+}
+
+// openPTY opens a pseudo-terminal of 40 rows and 200 columns, or
+// skips the test where there is none: the client runs on tty, the test
+// types into ptmx and reads on screen what the terminal shows (in the log
+// when the test fails). Both ends close when the test ends.
+func openPTY(t *testing.T) (ptmx, tty *os.File, screen *ptyScreen) {
+	t.Helper()
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminal here: %v", err)
+	}
+	t.Cleanup(func() { ptmx.Close(); tty.Close() })
+	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 200}); err != nil {
+		t.Fatal(err)
+	}
+	screen = &ptyScreen{raw: &poll.Output{}}
+	go io.Copy(screen.raw, ptmx) // ends when ptmx closes
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the screen (cursor on %q):\n%s", screen.input(), screen.dump())
+		}
+	})
+	return ptmx, tty, screen
 }
 
 // ptyScreen is what a terminal shows for the bytes the client wrote to
@@ -257,23 +266,7 @@ func (s *ptyScreen) wait(t *testing.T, what string, cond func() bool) {
 // input line, even when the login is cancelled half-typed.
 func TestTerminalPassword(t *testing.T) {
 	sys := startAccounts(t, nil)
-	ptmx, tty, err := pty.Open()
-	if err != nil {
-		t.Skipf("no pseudo-terminal here: %v", err)
-	}
-	defer ptmx.Close()
-	defer tty.Close()
-	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 40, Cols: 200}); err != nil {
-		t.Fatal(err)
-	}
-	var raw poll.Output
-	go io.Copy(&raw, ptmx)
-	screen := &ptyScreen{raw: &raw}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("the screen (cursor on %q):\n%s", screen.input(), screen.dump())
-		}
-	})
+	ptmx, tty, screen := openPTY(t)
 	typeIn := func(s string) { ptmx.WriteString(s) }
 	server := strings.TrimPrefix(sys.front, "tcp://")
 	cfg := machine(t, sys, "")
@@ -331,7 +324,7 @@ func TestTerminalPassword(t *testing.T) {
 	cfg.User = "carol"
 	go func() { done <- Run(t.Context(), cfg, tty, tty, clustertest.Log()) }()
 	poll.WaitFor(t, 10*time.Second, "the prompt of --user", func() bool {
-		return strings.Count(raw.String(), "password for carol (empty: no account): ") == 5
+		return strings.Count(screen.raw.String(), "password for carol (empty: no account): ") == 5
 	})
 	typeIn("hunter2-secret\r")
 	screen.waitLine(t, "*** logged in as carol (account)")
@@ -341,7 +334,7 @@ func TestTerminalPassword(t *testing.T) {
 	}
 
 	for _, typed := range []string{"hunter2", "wrong-guess", "half-typed"} {
-		if strings.Contains(raw.String(), typed) {
+		if strings.Contains(screen.raw.String(), typed) {
 			t.Errorf("%q, typed at a password prompt, reached the screen", typed)
 		}
 	}
