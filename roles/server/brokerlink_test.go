@@ -43,18 +43,14 @@ import (
 func TestNoAcknowledgedPostIsLostAcrossABrokerRestart(t *testing.T) {
 	l := startLinked(t, nil)
 	// Before the restart, posts flow.
-	sub := subscribe(t, l.broker.PubOutAddr(), "lab")
-	sub.confirm(t, l.broker.PubInAddr())
+	sub := l.subscribe()
 	postUntilShown(t, sub, func(i int) string { return fmt.Sprint("before ", i) }, l.post)
 	sub.close()
 
 	// The broker stops: the gate passes the loss on to the server's PUB.
 	l.broker.Close()
 	l.gate.close()
-	poll.WaitFor(t, 5*time.Second, "the server to see its PUB's connection close", func() bool {
-		c := l.server.link.pubConn()
-		return c == nil || c.Closed()
-	})
+	l.waitPubClosed()
 	start := len(l.acked)
 	for i := range 10 {
 		l.post(fmt.Sprint("while the broker is down ", i))
@@ -64,8 +60,7 @@ func TestNoAcknowledgedPostIsLostAcrossABrokerRestart(t *testing.T) {
 	// known to be subscribed (a publication of the test's reaches it)
 	// before the server's PUB can reach the new broker.
 	l.broker = startBroker(t, l.brokerCfg)
-	sub = subscribe(t, l.broker.PubOutAddr(), "lab")
-	sub.confirm(t, l.broker.PubInAddr())
+	sub = l.subscribe()
 	for i := range 10 {
 		l.post(fmt.Sprint("while the server's PUB is away ", i))
 	}
@@ -148,6 +143,25 @@ func (l *linked) do(service string, data map[string]any) {
 	}
 }
 
+// subscribe is a subscriber to #lab on the broker's publish-out, known
+// to be subscribed (confirm).
+func (l *linked) subscribe() *testSub {
+	l.t.Helper()
+	sub := subscribe(l.t, l.broker.PubOutAddr(), "lab")
+	sub.confirm(l.t, l.broker.PubInAddr())
+	return sub
+}
+
+// waitPubClosed waits for the server to see that its PUB's connection to
+// the broker's publish-in is closed.
+func (l *linked) waitPubClosed() {
+	l.t.Helper()
+	poll.WaitFor(l.t, 5*time.Second, "the server to see its PUB's connection close", func() bool {
+		c := l.server.link.pubConn()
+		return c == nil || c.Closed()
+	})
+}
+
 // post publishes text on #lab and records it as acknowledged.
 func (l *linked) post(text string) {
 	l.t.Helper()
@@ -162,15 +176,11 @@ func (l *linked) post(text string) {
 // publication was lost (10 of 10, and all those after).
 func TestPublishInLossIsNoticed(t *testing.T) {
 	l := startLinked(t, nil)
-	sub := subscribe(t, l.broker.PubOutAddr(), "lab")
-	sub.confirm(t, l.broker.PubInAddr())
+	sub := l.subscribe()
 	postUntilShown(t, sub, func(i int) string { return fmt.Sprint("before ", i) }, l.post)
 
 	l.gate.close()
-	poll.WaitFor(t, 5*time.Second, "the server to see its PUB's connection close", func() bool {
-		c := l.server.link.pubConn()
-		return c == nil || c.Closed()
-	})
+	l.waitPubClosed()
 	start := len(l.acked)
 	for i := range 10 {
 		l.post(fmt.Sprint("while publish-in is away ", i))
@@ -187,8 +197,7 @@ func TestPublishInLossIsNoticed(t *testing.T) {
 // (to no one), and the queue does not fill up behind it.
 func TestPublishingGoesOnWithoutTheBrokersSubscription(t *testing.T) {
 	l := startLinked(t, func(c *Config) { c.BrokerSubscribeTimeout = 300 * time.Millisecond })
-	sub := subscribe(t, l.broker.PubOutAddr(), "lab")
-	sub.confirm(t, l.broker.PubInAddr())
+	sub := l.subscribe()
 	postUntilShown(t, sub, func(i int) string { return fmt.Sprint("before ", i) }, l.post)
 
 	l.gate.close()
