@@ -320,15 +320,9 @@ func (s *session) joinHistory(ctx context.Context, ch string) error {
 	for _, p := range historyPosts(reply, ch) {
 		s.feed.mark(ch, p.ID)
 	}
-	if s.cfg.HistoryOnJoin == 0 {
-		return nil
+	if s.cfg.HistoryOnJoin > 0 {
+		s.printHistory(ctx, reply, ch, "#"+ch)
 	}
-	lines := historyLines(reply, ch, s.historyDirect(ctx))
-	if len(lines) == 0 {
-		s.notice("no messages in #%s yet", ch)
-		return nil
-	}
-	s.out.lines(lines...)
 	return nil
 }
 
@@ -461,13 +455,19 @@ func (s *session) showHistory(ctx context.Context, query proto.Data, where strin
 		return fmt.Errorf("history of %s: %w", where, err)
 	}
 	ch, _, _ := query.String("", "channel")
+	s.printHistory(ctx, reply, ch, where)
+	return nil
+}
+
+// printHistory shows the posts of a history reply of channel ch ("": of
+// a conversation), or says that where has none yet.
+func (s *session) printHistory(ctx context.Context, reply proto.Data, ch, where string) {
 	lines := historyLines(reply, ch, s.historyDirect(ctx))
 	if len(lines) == 0 {
 		s.notice("no messages in %s yet", where)
-		return nil
+		return
 	}
 	s.out.lines(lines...)
-	return nil
 }
 
 // say posts text to the current channel. The post is shown when it comes
