@@ -85,6 +85,8 @@ type Node struct {
 
 	commitMu sync.Mutex
 	commitCh chan struct{} // closed and replaced when the commit LSN grows or the role changes
+	woken    commitView    // what commitCh was last closed for (under mu)
+	readers  atomic.Int32  // readIndex calls waiting: they also wait for acknowledgements
 
 	// For the log lines (read without mu).
 	rank        atomic.Int64
@@ -376,7 +378,19 @@ func (n *Node) afterLocked(now time.Time) {
 	for _, out := range n.repl.Outbox() {
 		n.sendReplication(out)
 	}
-	n.wakeCommit()
+	// Wake the waiters only when what they wait for may have changed: on
+	// a busy coordinator this runs several times per commit, and every
+	// wake-up costs each of them a turn on the CPU and on mu.
+	if v := (commitView{commit: n.repl.Commit(), epoch: n.repl.Epoch(), role: n.repl.Role()}); v != n.woken || n.readers.Load() > 0 {
+		n.woken = v
+		n.wakeCommit()
+	}
+}
+
+// commitView is what the writes waiting in Committed wait for.
+type commitView struct {
+	commit, epoch uint64
+	role          replication.Role
 }
 
 // wakeCommit wakes the writes waiting for the commit LSN.
@@ -385,6 +399,15 @@ func (n *Node) wakeCommit() {
 	close(n.commitCh)
 	n.commitCh = make(chan struct{})
 	n.commitMu.Unlock()
+}
+
+// commitChanged returns the channel wakeCommit closes next. A waiter takes
+// it before it looks at the state under mu, so a change made after that
+// look closes this channel (or a newer one, after closing this one).
+func (n *Node) commitChanged() <-chan struct{} {
+	n.commitMu.Lock()
+	defer n.commitMu.Unlock()
+	return n.commitCh
 }
 
 // sendElection sends one Bully message. mu must be held; the request
@@ -641,6 +664,8 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 // sent after the call (so no newer coordinator exists) and everything in
 // its log at the call is committed (so nothing read can be rolled back).
 func (n *Node) readIndex(ctx context.Context) (uint64, error) {
+	n.readers.Add(1) // every acknowledgement wakes it, not only a new commit LSN
+	defer n.readers.Add(-1)
 	n.mu.Lock()
 	since := time.Now()
 	epoch := n.repl.Epoch()
@@ -649,6 +674,7 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 	n.afterLocked(since)
 	n.mu.Unlock()
 	for {
+		ch := n.commitChanged()
 		n.mu.Lock()
 		ok := n.repl.Role() == replication.Leader && n.repl.Epoch() == epoch
 		done := ok && n.repl.Confirmed(since) && n.repl.Commit() >= target
@@ -659,9 +685,6 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 		case done:
 			return target, nil
 		}
-		n.commitMu.Lock()
-		ch := n.commitCh
-		n.commitMu.Unlock()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -682,6 +705,7 @@ func (n *Node) Committed(ctx context.Context, lsn uint64) error {
 	timeout := time.NewTimer(n.cfg.CommitTimeout)
 	defer timeout.Stop()
 	for {
+		ch := n.commitChanged()
 		n.mu.Lock()
 		commit, role, now := n.repl.Commit(), n.repl.Role(), n.repl.Epoch()
 		n.mu.Unlock()
@@ -691,9 +715,6 @@ func (n *Node) Committed(ctx context.Context, lsn uint64) error {
 		case role != replication.Leader || now != epoch:
 			return retryf("the coordinator changed before the write was replicated; retry it (with the same request_id)")
 		}
-		n.commitMu.Lock()
-		ch := n.commitCh
-		n.commitMu.Unlock()
 		select {
 		case <-ch:
 		case <-timeout.C:
