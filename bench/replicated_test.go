@@ -54,7 +54,8 @@ const replicatedRun = 2 * time.Second
 //
 // CHAT_BENCH_ONLY=r3 (a comma-separated list of echo, direct, broker, r1,
 // r3, and the diagnostics r1lead, r3lead, r3fol: clients sent to a server
-// directly) measures only those setups, for a profile of one alone.
+// directly, and r3key: three servers with a cluster key, reported against
+// r3 as keyed/open) measures only those setups, for a profile of one alone.
 // CHAT_BENCH_CLIENTS=n runs n clients instead of 16; CHAT_BENCH_RUN=5s
 // measures for 5 s instead of 2.
 func BenchmarkReplicatedPublish(b *testing.B) {
@@ -84,8 +85,14 @@ func BenchmarkReplicatedPublish(b *testing.B) {
 		if only := os.Getenv("CHAT_BENCH_ONLY"); only != "" { // to profile one setup alone
 			order = strings.Split(only, ",")
 		}
+		clusters := map[string]*clustertest.Replicated{"r1": r1, "r3": r3, "r1lead": r1, "r3lead": r3, "r3fol": r3}
+		if slices.Contains(order, "r3key") { // what the cluster key costs: CHAT_BENCH_ONLY=r3,r3key
+			r3key := startLabelledKeyed(b, "r3key", 3, "bench cluster key, 32 bytes long!")
+			clusters["r3key"], eps["r3key"] = r3key, r3key.Broker.FrontAddr()
+			callUntilOK(b, eps["r3key"], proto.Channel, proto.Data{"channel": "bench"})
+		}
 		stores := map[string][]*store.Store{"direct": {direct.Store()}}
-		for name, c := range map[string]*clustertest.Replicated{"r1": r1, "r3": r3, "r1lead": r1, "r3lead": r3, "r3fol": r3} {
+		for name, c := range clusters {
 			leader := c.WaitLeader(10 * time.Second)
 			for i, s := range c.Servers { // the coordinator first
 				if i == leader {
@@ -133,6 +140,9 @@ func BenchmarkReplicatedPublish(b *testing.B) {
 		}
 		if med["r1"].rate > 0 && med["r3"].rate > 0 {
 			b.ReportMetric(med["r3"].rate/med["r1"].rate, "ratio")
+		}
+		if med["r3"].rate > 0 && med["r3key"].rate > 0 {
+			b.ReportMetric(med["r3key"].rate/med["r3"].rate, "keyed/open")
 		}
 		if med["r1"].rate > 0 && med["broker"].rate > 0 {
 			b.ReportMetric(med["r1"].rate/med["broker"].rate, "r1/broker")
@@ -406,9 +416,15 @@ func callUntilOK(b *testing.B, ep, service string, data proto.Data) proto.Data {
 // server, in the calling goroutine.
 func startLabelled(b *testing.B, prefix string, n int) *clustertest.Replicated {
 	b.Helper()
+	return startLabelledKeyed(b, prefix, n, "")
+}
+
+// startLabelledKeyed is startLabelled with a cluster key ("": open).
+func startLabelledKeyed(b *testing.B, prefix string, n int, key string) *clustertest.Replicated {
+	b.Helper()
 	setLabel(prefix + "/infra")
 	defer setLabel("")
-	return clustertest.StartReplicated(b, n, func(cfg *server.Config) { setLabel(prefix + "/" + cfg.Name) })
+	return clustertest.StartReplicatedKeyed(b, n, key, func(cfg *server.Config) { setLabel(prefix + "/" + cfg.Name) })
 }
 
 // setLabel sets the pprof label role of the calling goroutine (none for
