@@ -531,19 +531,31 @@ func (s *Server) work() {
 			s.log.Error("reply over the transport's frame limit, refused", "bytes", len(reply), "limit", maxFrame, "service", proto.PeekService(j.req.Body))
 			reply = s.handler.Refuse(j.req.Body, fmt.Sprintf("the reply would be %d bytes, over the transport's limit of %d", len(reply), maxFrame))
 		}
+		// The publications are queued before the reply goes out: a client
+		// that posts again once it has the acknowledgement then has its
+		// posts published in the order it made them. Queued after the
+		// reply, the next post, served by another worker, could overtake
+		// this one on its way to the subscribers.
+		s.queuePublications(pubs)
 		if err := j.reply(j.req.Reply(reply)); err != nil {
 			s.log.Debug("reply not delivered", "err", err)
 		}
 		s.intake.done(j.client)
-		if s.cfg.BrokerPub == "" {
-			continue // publishing nowhere
-		}
-		for _, p := range pubs {
-			select {
-			case s.pubs <- p:
-			default:
-				s.log.Warn("publish queue full, publication dropped (history still has it)", "topic", p.Topic)
-			}
+	}
+}
+
+// queuePublications hands the publications of a request to the broker
+// link, dropping each one the queue has no room for (history still has
+// it).
+func (s *Server) queuePublications(pubs []proto.Publication) {
+	if s.cfg.BrokerPub == "" {
+		return // publishing nowhere
+	}
+	for _, p := range pubs {
+		select {
+		case s.pubs <- p:
+		default:
+			s.log.Warn("publish queue full, publication dropped (history still has it)", "topic", p.Topic)
 		}
 	}
 }
