@@ -29,8 +29,8 @@ const replicatedRun = 2 * time.Second
 // BenchmarkReplicatedPublish measures acknowledged durable publishes per
 // second through the broker, 16 concurrent REQ clients, against a cluster
 // of three replicating servers (a write is acknowledged once two of them
-// hold it durably; the broker's round robin sends two requests of three to
-// followers, which forward them to the coordinator) and against a cluster
+// hold it durably; the broker sends writes to the coordinator, which sends
+// each entry on to the followers once its own fsync is done) and against a cluster
 // of one (reference, broker, one server), measured in interleaved rounds of
 // the same duration in the same run. ratio is three ÷ one.
 //
