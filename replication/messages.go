@@ -41,6 +41,11 @@ type Entry struct {
 // Pos returns the entry's position.
 func (e Entry) Pos() Pos { return Pos{LSN: e.LSN, Epoch: e.Epoch} }
 
+// Equal reports whether two entries are the same: position and data.
+func (e Entry) Equal(o Entry) bool {
+	return e.LSN == o.LSN && e.Epoch == o.Epoch && string(e.Data) == string(o.Data)
+}
+
 // Promise is what a server has promised: to take entries only from Leader
 // in Epoch, and to refuse every older epoch. It is kept on disk.
 type Promise struct {

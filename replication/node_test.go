@@ -53,7 +53,7 @@ func newClusterOf(t *testing.T, n int, tweak func(*Config), resetOnly bool) *clu
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		c.logs[name] = &memLog{}
+		c.logs[name] = newMemLog()
 		c.nodes[name] = New(cfg, c.log(name), Promise{})
 		c.nodes[name].SetPeers(c.names)
 	}
@@ -72,7 +72,7 @@ func (c *cluster) restart(name string) {
 // log returns the Log name's Node works on.
 func (c *cluster) log(name string) Log {
 	if c.resetOnly {
-		return resetOnly{c.logs[name]}
+		return ResetOnly{L: c.logs[name].MemLog}
 	}
 	return c.logs[name]
 }
@@ -256,7 +256,7 @@ func (c *cluster) history(names []string, promise Promise, entries ...any) {
 	for _, name := range names {
 		l := c.logs[name]
 		for i := 0; i < len(entries); i += 2 {
-			l.add(uint64(entries[i].(int)), entries[i+1].(string))
+			l.addEntry(uint64(entries[i].(int)), entries[i+1].(string))
 		}
 		l.promise = promise
 		c.restart(name)
@@ -597,11 +597,7 @@ func testFigure8(t *testing.T, resetOnly bool) {
 	c.requireRepairs("s3")
 }
 
-func equalEntries(a, b []Entry) bool {
-	return slices.EqualFunc(a, b, func(x, y Entry) bool {
-		return x.LSN == y.LSN && x.Epoch == y.Epoch && string(x.Data) == string(y.Data)
-	})
-}
+func equalEntries(a, b []Entry) bool { return slices.EqualFunc(a, b, Entry.Equal) }
 
 // TestOneFetchInFlightAcrossCampaigns is the simulator's seed 1: a
 // candidate's campaign started over while its Fetch was in flight; the

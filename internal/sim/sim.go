@@ -12,7 +12,7 @@
 // # The world
 //
 // A Run simulates Options.Servers servers s1..sN (3 by default); server
-// si has Bully rank i. Each has a MemLog, which keeps everything across a
+// si has Bully rank i. Each has a replication.MemLog, which keeps everything across a
 // crash: Append, StartEpoch, TruncateAfter, Reset and SavePromise are
 // synchronous and durable when they return, as the store's are. A MemLog
 // is a replication.Truncater; with Options.ResetOnly the Nodes get it
@@ -273,7 +273,7 @@ type server struct {
 	idx     int
 	name    string
 	rank    int
-	log     *MemLog
+	log     *replication.MemLog
 	up      bool
 	inc     int // incarnation: a crash ends one
 	m       *election.Machine
@@ -390,7 +390,7 @@ func newWorld(opt Options) *world {
 	}
 	w.res.Seed = opt.Seed
 	for i := range opt.Servers {
-		s := &server{idx: i, name: fmt.Sprintf("s%d", i+1), rank: i + 1, log: &MemLog{}}
+		s := &server{idx: i, name: fmt.Sprintf("s%d", i+1), rank: i + 1, log: &replication.MemLog{}}
 		w.hook(s)
 		w.servers = append(w.servers, s)
 	}
@@ -449,7 +449,7 @@ func (w *world) boot(s *server) {
 	cfg.MaxBatch = w.opt.MaxBatch
 	var log replication.Log = s.log
 	if w.opt.ResetOnly {
-		log = ResetOnly{s.log}
+		log = replication.ResetOnly{L: s.log}
 	}
 	s.n = replication.New(cfg, log, s.log.Promise())
 	s.n.SetPeers(names)
@@ -841,7 +841,7 @@ func (w *world) check(s *server) {
 		e, _ := s.log.At(lsn)
 		if lsn > uint64(len(w.committed)) {
 			w.committed = append(w.committed, e)
-		} else if want := w.committed[lsn-1]; !sameEntry(e, want) {
+		} else if want := w.committed[lsn-1]; !e.Equal(want) {
 			w.violate(4, "%s commits %s at LSN %d, where %s was committed", s.name, describeEntry(e), lsn, describeEntry(want))
 		}
 	}
@@ -876,7 +876,7 @@ func (w *world) ack(wr *write) {
 	}
 	holders := 0
 	for _, o := range w.servers {
-		if got, ok := o.log.At(wr.lsn); ok && sameEntry(got, e) {
+		if got, ok := o.log.At(wr.lsn); ok && got.Equal(e) {
 			holders++
 		}
 	}
@@ -904,14 +904,14 @@ func (w *world) checkQuiet() {
 		return
 	}
 	for _, s := range w.servers[:len(w.servers)-1] {
-		if s.m.Coordinator() != top.name || s.n.Role() != replication.Follower || s.n.Commit() != top.n.Commit() || !slices.EqualFunc(s.log.entries, top.log.entries, sameEntry) {
+		if s.m.Coordinator() != top.name || s.n.Role() != replication.Follower || s.n.Commit() != top.n.Commit() || !slices.EqualFunc(s.log.All(), top.log.All(), replication.Entry.Equal) {
 			return
 		}
 	}
 	w.done = true
 	w.res.FinalLSN, w.res.Coordinator = top.log.Last().LSN, top.name
 	seen := map[string][]uint64{}
-	for _, e := range top.log.entries {
+	for _, e := range top.log.All() {
 		if d := string(e.Data); d != "noop" {
 			seen[d] = append(seen[d], e.LSN)
 		}

@@ -1,18 +1,17 @@
-package sim
+package replication
 
 import (
 	"errors"
 	"fmt"
-
-	"chat/replication"
+	"slices"
 )
 
 // ErrGap is MemLog.Append's error for entries that do not follow the last
 // one, as the store refuses them.
-var ErrGap = errors.New("sim: entries do not follow the log's last one")
+var ErrGap = errors.New("memlog: entries do not follow the log's last one")
 
-// MemLog is a replication.Log (and a replication.Truncater) in memory
-// with a disk's crash semantics:
+// MemLog is a Log (and a Truncater) in memory, for the tests of this
+// package and the simulator (internal/sim), with a disk's crash semantics:
 // every call returns once its effect is "durable", so a crash (Crash)
 // keeps every entry and the promise, and forgets only what the store keeps
 // in memory (the epoch StartEpoch stamps writes with).
@@ -20,25 +19,25 @@ var ErrGap = errors.New("sim: entries do not follow the log's last one")
 // The hooks, when set, see every change: the simulator checks its
 // invariants there.
 type MemLog struct {
-	entries []replication.Entry
-	promise replication.Promise
+	entries []Entry
+	promise Promise
 	epoch   uint64 // stamped on Write; set by StartEpoch, lost by Crash
 
-	OnAppend   func(e replication.Entry)              // after each entry is appended
-	OnReset    func()                                 // after Reset
-	OnTruncate func(lsn uint64)                       // after TruncateAfter removed entries
-	OnPromise  func(old, promise replication.Promise) // before a promise is saved
+	OnAppend   func(e Entry)              // after each entry is appended
+	OnReset    func()                     // after Reset
+	OnTruncate func(lsn uint64)           // after TruncateAfter removed entries
+	OnPromise  func(old, promise Promise) // before a promise is saved
 }
 
 var (
-	_ replication.Log       = (*MemLog)(nil)
-	_ replication.Truncater = (*MemLog)(nil)
+	_ Log       = (*MemLog)(nil)
+	_ Truncater = (*MemLog)(nil)
 )
 
 // Last returns the position of the last entry.
-func (l *MemLog) Last() replication.Pos {
+func (l *MemLog) Last() Pos {
 	if len(l.entries) == 0 {
-		return replication.Pos{}
+		return Pos{}
 	}
 	return l.entries[len(l.entries)-1].Pos()
 }
@@ -56,11 +55,11 @@ func (l *MemLog) EpochAt(lsn uint64) (uint64, bool) {
 
 // Entries returns up to max entries after lsn, about maxBytes of data at
 // most but at least one when there is one.
-func (l *MemLog) Entries(after uint64, max, maxBytes int) ([]replication.Entry, error) {
+func (l *MemLog) Entries(after uint64, max, maxBytes int) ([]Entry, error) {
 	if after >= uint64(len(l.entries)) {
 		return nil, nil
 	}
-	var out []replication.Entry
+	var out []Entry
 	size := 0
 	for _, e := range l.entries[after:] {
 		if len(out) >= max || (len(out) > 0 && size+len(e.Data) > maxBytes) {
@@ -74,13 +73,14 @@ func (l *MemLog) Entries(after uint64, max, maxBytes int) ([]replication.Entry, 
 
 // Append appends entries that follow the last one; it appends nothing and
 // returns ErrGap when they do not.
-func (l *MemLog) Append(entries []replication.Entry) error {
+func (l *MemLog) Append(entries []Entry) error {
 	for i, e := range entries {
 		if want := uint64(len(l.entries)) + 1 + uint64(i); e.LSN != want {
 			return fmt.Errorf("%w: entry %d of %d has LSN %d, want %d", ErrGap, i+1, len(entries), e.LSN, want)
 		}
 	}
 	for _, e := range entries {
+		e.Data = slices.Clone(e.Data) // the caller may reuse its buffers
 		l.add(e)
 	}
 	return nil
@@ -89,7 +89,7 @@ func (l *MemLog) Append(entries []replication.Entry) error {
 // StartEpoch appends a noop of epoch and stamps later Writes with epoch.
 func (l *MemLog) StartEpoch(epoch uint64) (uint64, error) {
 	l.epoch = epoch
-	e := replication.Entry{LSN: uint64(len(l.entries)) + 1, Epoch: epoch, Data: []byte("noop")}
+	e := Entry{LSN: uint64(len(l.entries)) + 1, Epoch: epoch, Data: []byte("noop")}
 	l.add(e)
 	return e.LSN, nil
 }
@@ -115,7 +115,7 @@ func (l *MemLog) TruncateAfter(lsn uint64) error {
 }
 
 // SavePromise keeps the promise.
-func (l *MemLog) SavePromise(p replication.Promise) error {
+func (l *MemLog) SavePromise(p Promise) error {
 	if l.OnPromise != nil {
 		l.OnPromise(l.promise, p)
 	}
@@ -124,13 +124,13 @@ func (l *MemLog) SavePromise(p replication.Promise) error {
 }
 
 // Promise returns the promise kept, as a restarted server reads it.
-func (l *MemLog) Promise() replication.Promise { return l.promise }
+func (l *MemLog) Promise() Promise { return l.promise }
 
 // Write appends a client's write as the store orders it on a leader: the
 // next LSN, stamped with the epoch of the last StartEpoch. It returns the
 // entry.
-func (l *MemLog) Write(data []byte) replication.Entry {
-	e := replication.Entry{LSN: uint64(len(l.entries)) + 1, Epoch: l.epoch, Data: data}
+func (l *MemLog) Write(data []byte) Entry {
+	e := Entry{LSN: uint64(len(l.entries)) + 1, Epoch: l.epoch, Data: data}
 	l.add(e)
 	return e
 }
@@ -138,41 +138,40 @@ func (l *MemLog) Write(data []byte) replication.Entry {
 // Crash forgets what a process keeps in memory only.
 func (l *MemLog) Crash() { l.epoch = 0 }
 
+// All returns every entry, oldest first (the log's own slice: read it,
+// do not change it).
+func (l *MemLog) All() []Entry { return l.entries }
+
 // Len returns the number of entries.
 func (l *MemLog) Len() int { return len(l.entries) }
 
 // At returns the entry at lsn.
-func (l *MemLog) At(lsn uint64) (replication.Entry, bool) {
+func (l *MemLog) At(lsn uint64) (Entry, bool) {
 	if lsn == 0 || lsn > uint64(len(l.entries)) {
-		return replication.Entry{}, false
+		return Entry{}, false
 	}
 	return l.entries[lsn-1], true
 }
 
-func (l *MemLog) add(e replication.Entry) {
+func (l *MemLog) add(e Entry) {
 	l.entries = append(l.entries, e)
 	if l.OnAppend != nil {
 		l.OnAppend(e)
 	}
 }
 
-// sameEntry reports whether two entries are the same.
-func sameEntry(a, b replication.Entry) bool {
-	return a.LSN == b.LSN && a.Epoch == b.Epoch && string(a.Data) == string(b.Data)
-}
-
-// ResetOnly is a MemLog without TruncateAfter, as the store is today: a
-// Node empties such a log when it diverges.
+// ResetOnly is a MemLog without TruncateAfter: a Node empties such a log
+// when it diverges (which loses writes: the simulator shows it).
 type ResetOnly struct{ L *MemLog }
 
-var _ replication.Log = ResetOnly{}
+var _ Log = ResetOnly{}
 
-func (r ResetOnly) Last() replication.Pos             { return r.L.Last() }
+func (r ResetOnly) Last() Pos                         { return r.L.Last() }
 func (r ResetOnly) EpochAt(lsn uint64) (uint64, bool) { return r.L.EpochAt(lsn) }
-func (r ResetOnly) Entries(after uint64, max, maxBytes int) ([]replication.Entry, error) {
+func (r ResetOnly) Entries(after uint64, max, maxBytes int) ([]Entry, error) {
 	return r.L.Entries(after, max, maxBytes)
 }
-func (r ResetOnly) Append(entries []replication.Entry) error { return r.L.Append(entries) }
-func (r ResetOnly) StartEpoch(epoch uint64) (uint64, error)  { return r.L.StartEpoch(epoch) }
-func (r ResetOnly) Reset() error                             { return r.L.Reset() }
-func (r ResetOnly) SavePromise(p replication.Promise) error  { return r.L.SavePromise(p) }
+func (r ResetOnly) Append(entries []Entry) error            { return r.L.Append(entries) }
+func (r ResetOnly) StartEpoch(epoch uint64) (uint64, error) { return r.L.StartEpoch(epoch) }
+func (r ResetOnly) Reset() error                            { return r.L.Reset() }
+func (r ResetOnly) SavePromise(p Promise) error             { return r.L.SavePromise(p) }
