@@ -132,7 +132,7 @@ func read(ctx context.Context, sock zmq4.Socket, handle func(zmq4.Msg)) {
 	for {
 		m, err := sock.Recv()
 		if ctx.Err() != nil {
-			drainClosed(sock)
+			transport.DrainClosed(sock)
 			return
 		}
 		if err != nil {
@@ -339,21 +339,4 @@ func showID(id string) string {
 		}
 	}
 	return id
-}
-
-// drainClosed takes what is left in a closed ROUTER's queue. zmq4's
-// per-connection reader blocks, forever, on a full queue no one reads:
-// after Close, a peer that had sent more than the queue holds would leave
-// one goroutine behind per connection. Once closed, Recv picks at random
-// between the queue and the socket's end, and a reader that gets past its
-// blocked send sees the end and stops, so 64 ends in a row mean nothing
-// is left.
-func drainClosed(sock zmq4.Socket) {
-	for misses := 0; misses < 64; {
-		if _, err := sock.Recv(); err != nil {
-			misses++
-		} else {
-			misses = 0
-		}
-	}
 }

@@ -443,7 +443,7 @@ func (s *Server) readFront(ctx context.Context) {
 		msg, err := s.front.Recv()
 		if err != nil {
 			if ctx.Err() != nil {
-				drainClosed(s.front)
+				transport.DrainClosed(s.front)
 				return
 			}
 			continue // a peer went away; zmq4 reports it as an error here
@@ -487,23 +487,6 @@ func (s *Server) readFront(ctx context.Context) {
 			if !peer { // another server retries by itself; its requests get no erro it could misread
 				s.front.Send(r.Reply(refuseRetry(s.handler, r.Body, stopping)))
 			}
-		}
-	}
-}
-
-// drainClosed takes what is left in a closed ROUTER's queue. zmq4's
-// per-connection reader blocks, forever, on a full queue no one reads:
-// after Close, a peer that had sent more than the queue holds (a flood)
-// would leave one goroutine behind per connection. Once closed, Recv
-// picks at random between the queue and the socket's end, and a reader
-// that gets past its blocked send sees the end and stops, so 64 ends in a
-// row mean nothing is left.
-func drainClosed(sock zmq4.Socket) {
-	for misses := 0; misses < 64; {
-		if _, err := sock.Recv(); err != nil {
-			misses++
-		} else {
-			misses = 0
 		}
 	}
 }
