@@ -18,7 +18,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"chat/logging"
-	"chat/passwordprompt"
 	"chat/roles/bot"
 	"chat/roles/broker"
 	"chat/roles/client"
@@ -436,13 +435,31 @@ func passwordFileFlag() *cli.StringFlag {
 // --password-file, or else $CHAT_PASSWORD ("" : none).
 func password(c *cli.Context) (string, error) {
 	if path := c.String("password-file"); path != "" {
-		p, err := passwordprompt.FromFile(path)
+		p, err := readPasswordFile(path)
 		if err != nil {
 			return "", usage(err)
 		}
 		return p, nil
 	}
 	return os.Getenv(passwordEnv), nil
+}
+
+// errEmptyPassword refuses an empty password file: it is never meant as
+// "no password".
+var errEmptyPassword = errors.New("the password is empty")
+
+// readPasswordFile reads a password from the first line of the file at
+// path, without its line break. An empty first line is refused.
+func readPasswordFile(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read the password file: %w", err)
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	if password := strings.TrimSuffix(first, "\r"); password != "" {
+		return password, nil
+	}
+	return "", fmt.Errorf("password file %s: %w", path, errEmptyPassword)
 }
 
 func upCommand() *cli.Command {

@@ -2,6 +2,7 @@ package roles
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -278,4 +279,34 @@ func TestPasswordFileIsRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	runWants(t, ExitUsage, []string{"client", "--password-file", empty}, "the password is empty")
+}
+
+func TestReadPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(content string) string {
+		path := filepath.Join(dir, "pw")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for _, tc := range []struct{ content, want string }{
+		{"s3cret\n", "s3cret"},
+		{"s3cret", "s3cret"},
+		{"s3cret\r\n", "s3cret"},
+		{"s3cret\nsecond line\n", "s3cret"},
+		{" a b \n", " a b "},
+	} {
+		if got, err := readPasswordFile(write(tc.content)); err != nil || got != tc.want {
+			t.Errorf("readPasswordFile(%q) = %q, %v; want %q", tc.content, got, err, tc.want)
+		}
+	}
+	for _, content := range []string{"", "\n", "\r\n", "\nsecond line\n"} {
+		if got, err := readPasswordFile(write(content)); !errors.Is(err, errEmptyPassword) {
+			t.Errorf("readPasswordFile(%q) = %q, %v; want errEmptyPassword", content, got, err)
+		}
+	}
+	if _, err := readPasswordFile(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "password file") {
+		t.Errorf("missing file: %v", err)
+	}
 }
