@@ -2,12 +2,13 @@ package broker
 
 import (
 	"fmt"
-	"io"
 	"maps"
 	"sync"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
+
+	"chat/transport"
 )
 
 // backPeers watches the connections of the back-end socket. zmq4's ROUTER
@@ -21,6 +22,7 @@ import (
 // can poll it: Conn.Closed turns true once zmq4 has read the end of the
 // connection, after every message on it.
 type backPeers struct {
+	transport.NullMechanism
 	mu    sync.Mutex
 	conns []*backConn
 	gen   uint64
@@ -35,8 +37,6 @@ type backConn struct {
 	at         time.Time
 	reported   bool // check returned it as up
 }
-
-func (p *backPeers) Type() zmq4.SecurityType { return zmq4.NullSecurity }
 
 // Handshake is zmq4's NULL handshake (READY both ways), then records the
 // connection. The peer's READY is read first (the guarded transport hands
@@ -81,9 +81,6 @@ func (p *backPeers) Handshake(conn *zmq4.Conn, server bool) error {
 	p.mu.Unlock()
 	return nil
 }
-
-func (p *backPeers) Encrypt(w io.Writer, data []byte) (int, error) { return w.Write(data) }
-func (p *backPeers) Decrypt(w io.Writer, data []byte) (int, error) { return w.Write(data) }
 
 // peerEvent is a connection that came up (handshaken at least settle
 // ago: zmq4 adds a connection to the socket just after its handshake, and

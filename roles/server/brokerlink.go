@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -71,21 +70,19 @@ func (l *brokerLink) pubConn() *zmq4.Conn {
 // pubWatch is the PUB's security mechanism: NULL, as zmq4's own (the same
 // bytes), and it keeps the connection it opens, so that the link can tell
 // when that connection is gone (zmq4 says nothing of a PUB's peers).
-type pubWatch struct{ conn atomic.Pointer[zmq4.Conn] }
-
-func (w *pubWatch) Type() zmq4.SecurityType { return zmq4.NullSecurity }
+type pubWatch struct {
+	transport.NullMechanism
+	conn atomic.Pointer[zmq4.Conn]
+}
 
 // Handshake is zmq4's NULL handshake, then records conn.
 func (w *pubWatch) Handshake(conn *zmq4.Conn, server bool) error {
-	if err := nullHandshake(conn); err != nil {
+	if err := transport.NullHandshake(conn); err != nil {
 		return err
 	}
 	w.conn.Store(conn)
 	return nil
 }
-
-func (w *pubWatch) Encrypt(wr io.Writer, data []byte) (int, error) { return wr.Write(data) }
-func (w *pubWatch) Decrypt(wr io.Writer, data []byte) (int, error) { return wr.Write(data) }
 
 // lost reports that the connection was made and has closed since. A PUB
 // is connected to one endpoint and zmq4 does not reconnect it: once its

@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -552,16 +551,15 @@ func (s *Server) queuePublications(pubs []proto.Publication) {
 // connection. Conn.Closed turns true once zmq4 has read the connection's
 // end, or failed to write a reply to it.
 type peerConns struct {
+	transport.NullMechanism
 	mu    sync.Mutex
 	conns map[string]*zmq4.Conn
 	sweep int // size at which closed connections are forgotten next
 }
 
-func (p *peerConns) Type() zmq4.SecurityType { return zmq4.NullSecurity }
-
 // Handshake is zmq4's NULL handshake (READY both ways), then records conn.
 func (p *peerConns) Handshake(conn *zmq4.Conn, server bool) error {
-	if err := nullHandshake(conn); err != nil {
+	if err := transport.NullHandshake(conn); err != nil {
 		return err
 	}
 	id := conn.Peer.Meta["Identity"] // the guarded transport always sets one
@@ -582,36 +580,10 @@ func (p *peerConns) Handshake(conn *zmq4.Conn, server bool) error {
 	return nil
 }
 
-func (p *peerConns) Encrypt(w io.Writer, data []byte) (int, error) { return w.Write(data) }
-func (p *peerConns) Decrypt(w io.Writer, data []byte) (int, error) { return w.Write(data) }
-
 // lookup returns the connection of the peer with routing identity id (nil
 // when unknown).
 func (p *peerConns) lookup(id []byte) *zmq4.Conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.conns[string(id)]
-}
-
-// nullHandshake is zmq4's NULL security handshake: our READY, then the
-// peer's into conn.Peer.Meta.
-func nullHandshake(conn *zmq4.Conn) error {
-	raw, err := conn.Meta.MarshalZMTP()
-	if err != nil {
-		return fmt.Errorf("zmq4: could not marshal metadata: %w", err)
-	}
-	if err := conn.SendCmd(zmq4.CmdReady, raw); err != nil {
-		return fmt.Errorf("zmq4: could not send metadata to peer: %w", err)
-	}
-	cmd, err := conn.RecvCmd()
-	if err != nil {
-		return fmt.Errorf("zmq4: could not recv metadata from peer: %w", err)
-	}
-	if cmd.Name != zmq4.CmdReady {
-		return zmq4.ErrBadCmd
-	}
-	if err := conn.Peer.Meta.UnmarshalZMTP(cmd.Body); err != nil {
-		return fmt.Errorf("zmq4: could not unmarshal peer metadata: %w", err)
-	}
-	return nil
 }
