@@ -416,7 +416,7 @@ func (n *Node) sendElection(m election.Message) {
 	switch m.Kind {
 	case election.Election:
 		n.log.Info("election: asking a higher rank", "to", m.To)
-		n.request(m.To, ServiceElection, electionMsg{User: n.cfg.Name, Rank: n.bullyRank()}, func(reply []byte, err error) {
+		n.request(m.To, ServiceElection, electionMsg{User: n.cfg.Name, Rank: n.bullyRank()}, func(_ message, err error) {
 			now := time.Now()
 			if err != nil {
 				n.bully.Unreachable(m.To, now)
@@ -464,7 +464,7 @@ func (n *Node) pingPeersLocked() {
 		if !n.isAlive(name) || p.foreign || (name != coord && n.pinged(name)) {
 			continue
 		}
-		n.request(name, ServicePing, struct{}{}, func(reply []byte, err error) {
+		n.request(name, ServicePing, struct{}{}, func(_ message, err error) {
 			var refused *refusedError
 			switch {
 			case errors.As(err, &refused):
@@ -500,30 +500,29 @@ func (n *Node) sendReplication(out replication.Outgoing) {
 	default:
 		return
 	}
-	n.request(out.To, service, out.Msg, func(reply []byte, err error) {
+	n.request(out.To, service, out.Msg, func(reply message, err error) {
 		now := time.Now()
 		if err != nil {
 			n.repl.Failed(out.To, out.Msg, now)
 			return
 		}
 		var r any
-		var derr error
 		switch out.Msg.(type) {
 		case replication.Prepare:
 			var v replication.PrepareReply
-			_, derr = decodeMsg(reply, &v)
+			err = reply.decode(&v)
 			r = v
 		case replication.Append:
 			var v replication.AppendReply
-			_, derr = decodeMsg(reply, &v)
+			err = reply.decode(&v)
 			r = v
 		case replication.Fetch:
 			var v replication.FetchReply
-			_, derr = decodeMsg(reply, &v)
+			err = reply.decode(&v)
 			r = v
 		}
-		if derr != nil {
-			n.log.Warn("bad replication reply", "peer", out.To, "service", service, "err", derr)
+		if err != nil {
+			n.log.Warn("bad replication reply", "peer", out.To, "service", service, "err", err)
 			n.repl.Failed(out.To, out.Msg, now)
 			return
 		}
@@ -533,23 +532,25 @@ func (n *Node) sendReplication(out replication.Outgoing) {
 
 // request sends one request to a peer in a goroutine of its own; done,
 // when not nil, runs with mu held and the machines' follow-up after it.
+// Its reply has been read once (readMsg), for the clock and an erro
+// status (then err is a *refusedError); done decodes the data it wants.
 // mu must be held by the caller.
-func (n *Node) request(to, service string, msg any, done func(reply []byte, err error)) {
+func (n *Node) request(to, service string, msg any, done func(reply message, err error)) {
 	p, ok := n.peers[to]
 	if !ok {
 		if done != nil {
-			done(nil, fmt.Errorf("no address known for %s", to))
+			done(message{}, fmt.Errorf("no address known for %s", to))
 		}
 		return
 	}
 	frame := encodeMsg(service, msg, n.deps.Clock.Now(), n.deps.Lamport.Tick())
 	client := p.client
 	n.wg.Go(func() {
-		reply, err := n.deps.Key.Exchange(n.ctx, client.Do, frame)
+		var reply message
+		raw, err := n.deps.Key.Exchange(n.ctx, client.Do, frame)
 		if err == nil {
-			var clk uint64
-			clk, err = decodeMsg(reply, nil)
-			n.deps.Lamport.Observe(clk)
+			reply, err = readMsg(raw)
+			n.deps.Lamport.Observe(reply.clock)
 			if err != nil {
 				err = &refusedError{why: err.Error()}
 			}

@@ -125,15 +125,18 @@ func (n *Node) serve(service string, frame []byte) (any, error) {
 		return okReply{Status: proto.StatusOK}, nil
 	}
 
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	defer n.afterLocked(now)
+	// The replication requests: each is decoded before mu is taken (the
+	// machine needs it, msgpack does not, and an Append's entries take a
+	// while), then handled with the machines' follow-up.
 	switch service {
 	case replication.ServicePrepare:
 		var m replication.Prepare
 		if err := observe(&m); err != nil {
 			return nil, err
 		}
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		defer n.afterLocked(now)
 		r := n.repl.HandlePrepare(m)
 		if r.OK {
 			n.log.Info("promised an epoch", "epoch", m.Epoch, "to", m.Leader)
@@ -144,6 +147,9 @@ func (n *Node) serve(service string, frame []byte) (any, error) {
 		if err := observe(&m); err != nil {
 			return nil, err
 		}
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		defer n.afterLocked(now)
 		if n.bully != nil {
 			n.bully.Heard(m.Leader, now)
 		}
@@ -158,6 +164,9 @@ func (n *Node) serve(service string, frame []byte) (any, error) {
 		if err := observe(&m); err != nil {
 			return nil, err
 		}
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		defer n.afterLocked(now)
 		return n.repl.HandleFetch(m), nil
 	}
 	return nil, fmt.Errorf("unknown service %q", service)
