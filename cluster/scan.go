@@ -1,5 +1,7 @@
 package cluster
 
+import "chat/proto"
+
 // A reader of MessagePack in place, for readMsg. msgpack.Decoder copies
 // every byte it skips through its reader, and reading a frame's envelope
 // and the top level of its data is nearly all skipping (an Append's
@@ -11,76 +13,17 @@ package cluster
 // or field of the wrong type ends the reading. A frame scanEnvelope
 // cannot read goes to msgpack, which decides what it means and says what
 // is wrong with it; TestDecodeMatchesReference and FuzzDecodeMsg hold the
-// two to the same answers. (proto's wellFormed walks values the same way
-// but refuses what msgpack accepts here: trailing bytes, deep nesting.)
+// two to the same answers, except for a frame that is not well formed
+// (proto.WellFormed: a length beyond its end, deep nesting, trailing
+// bytes), refused before msgpack sees it, since msgpack allocates
+// whatever a header declares.
 
-// skipValue returns where the MessagePack value at b[i] ends. ok is false
-// when b ends first or holds 0xc1, the code MessagePack leaves unused:
-// what msgpack.Decoder.Skip refuses.
+// skipValue returns where the MessagePack value at b[i] ends (proto's
+// SkipValue); ok is false when b ends first, the value nests deeper than
+// 32 or holds 0xc1, the code MessagePack leaves unused.
 func skipValue(b []byte, i int) (next int, ok bool) {
-	for pending := 1; pending > 0; pending-- { // values still to skip
-		if pending > len(b)-i {
-			return i, false // each takes a byte at least
-		}
-		c := b[i]
-		i++
-		var n uint64 // a length read after the code
-		ok = true
-		switch {
-		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
-			// fixint, nil, false, true: nothing follows the code
-		case c <= 0x8f: // fixmap
-			pending += 2 * int(c&0x0f)
-		case c <= 0x9f: // fixarray
-			pending += int(c & 0x0f)
-		case c <= 0xbf: // fixstr
-			i += int(c & 0x1f)
-		case c == 0xc4 || c == 0xd9: // bin8, str8
-			n, i, ok = bigEndian(b, i, 1)
-			i += int(n)
-		case c == 0xc5 || c == 0xda: // bin16, str16
-			n, i, ok = bigEndian(b, i, 2)
-			i += int(n)
-		case c == 0xc6 || c == 0xdb: // bin32, str32
-			n, i, ok = bigEndian(b, i, 4)
-			i += int(n)
-		case c == 0xc7: // ext8: the length, the type, the bytes
-			n, i, ok = bigEndian(b, i, 1)
-			i += 1 + int(n)
-		case c == 0xc8: // ext16
-			n, i, ok = bigEndian(b, i, 2)
-			i += 1 + int(n)
-		case c == 0xc9: // ext32
-			n, i, ok = bigEndian(b, i, 4)
-			i += 1 + int(n)
-		case c == 0xca: // float32
-			i += 4
-		case c == 0xcb: // float64
-			i += 8
-		case c >= 0xcc && c <= 0xd3: // uint8..uint64, int8..int64
-			i += 1 << ((c - 0xcc) % 4)
-		case c >= 0xd4 && c <= 0xd8: // fixext1..fixext16: the type, the bytes
-			i += 1 + 1<<(c-0xd4)
-		case c == 0xdc: // array16
-			n, i, ok = bigEndian(b, i, 2)
-			pending += int(n)
-		case c == 0xdd: // array32
-			n, i, ok = bigEndian(b, i, 4)
-			pending += int(n)
-		case c == 0xde: // map16
-			n, i, ok = bigEndian(b, i, 2)
-			pending += 2 * int(n)
-		case c == 0xdf: // map32
-			n, i, ok = bigEndian(b, i, 4)
-			pending += 2 * int(n)
-		default: // 0xc1
-			return i, false
-		}
-		if !ok || i > len(b) {
-			return i, false
-		}
-	}
-	return i, true
+	rest, err := proto.SkipValue(b[i:])
+	return len(b) - len(rest), err == nil
 }
 
 // bigEndian reads the size-byte unsigned number at b[i].

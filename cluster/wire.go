@@ -138,6 +138,9 @@ type rawEnvelope struct {
 // MessagePack at all). msgpack's own decoding decides what they mean and
 // says what is wrong, as it always has.
 func readMsgSlow(frame []byte) (message, error) {
+	if err := proto.WellFormed(frame); err != nil {
+		return message{}, fmt.Errorf("malformed message: %w", err)
+	}
 	var env rawEnvelope
 	if err := msgpack.Unmarshal(frame, &env); err != nil {
 		return message{}, fmt.Errorf("malformed message: %w", err)

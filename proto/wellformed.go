@@ -25,6 +25,16 @@ func wellFormed(b []byte) error {
 	return nil
 }
 
+// WellFormed is the check to run before the MessagePack library decodes b
+// (see wellFormed): a value whose declared lengths do not fit in b, nests
+// deeper than 32 or has bytes after it is refused.
+func WellFormed(b []byte) error { return wellFormed(b) }
+
+// SkipValue returns what follows the first MessagePack value of b,
+// without decoding it; a value cut short, nesting deeper than 32 or
+// holding the unused code 0xc1 is an error.
+func SkipValue(b []byte) ([]byte, error) { return skipValue(b, 0) }
+
 var errTruncated = errors.New("value is truncated")
 
 // skipValue returns what follows the first value of b.
