@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -324,4 +325,21 @@ func declaresHuge(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// A frame declaring more bytes than it holds is refused without
+// allocating them: msgpack alone allocated the 3 GB this one declares.
+func TestHugeDeclaredLengthAllocatesNothing(t *testing.T) {
+	frame := []byte{0x82, 0xa7, 's', 'e', 'r', 'v', 'i', 'c', 'e', 0xa4, 'p', 'i', 'n', 'g', 0xa4, 'd', 'a', 't', 'a',
+		0x81, 0xa1, 'x', 0xc6, 0xc0, 0, 0, 0} // data {"x": bin32 of 3 GB}, and nothing after
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := decodeMsg(frame, nil)
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("a frame cut short was accepted")
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Fatalf("decoding a %d-byte frame allocated %d bytes", len(frame), grew)
+	}
 }
