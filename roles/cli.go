@@ -217,6 +217,8 @@ func serverCommand() *cli.Command {
 			stringFlag("reference", "tcp://localhost:5559", "reference registry (empty: run alone, a cluster of one)"),
 			intFlag("replicas", d.Cluster.Replicas, "servers in the cluster: a write is acknowledged once a majority of them hold it"),
 			stringFlag("data", d.DataDir, "directory of the server's data file"),
+			durationFlag("sync-interval", d.SyncInterval, "least time between two fsyncs of the store: writes arriving meanwhile share one (negative: no pause)"),
+			durationFlag("replicated-sync-interval", d.ReplicatedSyncInterval, "the same when --replicas is over 1 (a write waits for a replication round anyway)"),
 			durationFlag("clock-skew", 0, "fixed error added to this server's physical clock (demos, tests)"),
 			intFlag("workers", d.Workers, "requests served concurrently"),
 			durationFlag("heartbeat-interval", d.HeartbeatInterval, "how often the server tells the broker it is alive"),
@@ -271,6 +273,7 @@ func serverCommand() *cli.Command {
 			cfg.BrokerBack = c.String("broker-back")
 			cfg.BrokerPub = c.String("broker-pub")
 			cfg.DataDir = c.String("data")
+			cfg.SyncInterval, cfg.ReplicatedSyncInterval = c.Duration("sync-interval"), c.Duration("replicated-sync-interval")
 			cfg.ClockSkew = c.Duration("clock-skew")
 			cfg.Workers = c.Int("workers")
 			cfg.HeartbeatInterval = c.Duration("heartbeat-interval")
