@@ -25,13 +25,26 @@ func (NullMechanism) Decrypt(w io.Writer, data []byte) (int, error) { return w.W
 // NullHandshake is zmq4's NULL security handshake: our READY, then the
 // peer's into conn.Peer.Meta.
 func NullHandshake(conn *zmq4.Conn) error {
-	raw, err := conn.Meta.MarshalZMTP()
+	if err := SendReady(conn, conn.Meta); err != nil {
+		return err
+	}
+	return RecvReady(conn)
+}
+
+// SendReady sends the NULL handshake's READY command with meta.
+func SendReady(conn *zmq4.Conn, meta zmq4.Metadata) error {
+	raw, err := meta.MarshalZMTP()
 	if err != nil {
 		return fmt.Errorf("zmq4: could not marshal metadata: %w", err)
 	}
 	if err := conn.SendCmd(zmq4.CmdReady, raw); err != nil {
 		return fmt.Errorf("zmq4: could not send metadata to peer: %w", err)
 	}
+	return nil
+}
+
+// RecvReady reads the peer's READY command into conn.Peer.Meta.
+func RecvReady(conn *zmq4.Conn) error {
 	cmd, err := conn.RecvCmd()
 	if err != nil {
 		return fmt.Errorf("zmq4: could not recv metadata from peer: %w", err)

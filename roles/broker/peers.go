@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"fmt"
 	"maps"
 	"sync"
 	"time"
@@ -46,15 +45,8 @@ type backConn struct {
 // each REP by its identity is a DEALER on the wire (the frames are the
 // same), and zmq4 is told the peer is a DEALER for its own check.
 func (p *backPeers) Handshake(conn *zmq4.Conn, server bool) error {
-	cmd, err := conn.RecvCmd()
-	if err != nil {
-		return fmt.Errorf("zmq4: could not recv metadata from peer: %w", err)
-	}
-	if cmd.Name != zmq4.CmdReady {
-		return zmq4.ErrBadCmd
-	}
-	if err := conn.Peer.Meta.UnmarshalZMTP(cmd.Body); err != nil {
-		return fmt.Errorf("zmq4: could not unmarshal peer metadata: %w", err)
+	if err := transport.RecvReady(conn); err != nil {
+		return err
 	}
 	ours := conn.Meta
 	socketType := conn.Peer.Meta["Socket-Type"]
@@ -63,12 +55,8 @@ func (p *backPeers) Handshake(conn *zmq4.Conn, server bool) error {
 		ours["Socket-Type"] = string(zmq4.Dealer)
 		conn.Peer.Meta["Socket-Type"] = string(zmq4.Dealer)
 	}
-	raw, err := ours.MarshalZMTP()
-	if err != nil {
-		return fmt.Errorf("zmq4: could not marshal metadata: %w", err)
-	}
-	if err := conn.SendCmd(zmq4.CmdReady, raw); err != nil {
-		return fmt.Errorf("zmq4: could not send metadata to peer: %w", err)
+	if err := transport.SendReady(conn, ours); err != nil {
+		return err
 	}
 	c := &backConn{conn: conn, id: conn.Peer.Meta["Identity"], socketType: socketType, at: time.Now()}
 	if c.id == "" {
