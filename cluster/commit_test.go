@@ -38,16 +38,6 @@ func startAlone(t *testing.T) (*Node, *store.Store) {
 	return n, st
 }
 
-// closed reports whether ch is closed.
-func closed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
 // The writes waiting in Committed are woken when the commit LSN grows,
 // not by every pass of afterLocked (each reply, tick and log growth): on a
 // busy coordinator those came several times per commit, and each woke
@@ -60,7 +50,7 @@ func TestCommitWaitersWokenOnlyByChange(t *testing.T) {
 		n.afterLocked(time.Now())
 		n.mu.Unlock()
 	}
-	if closed(ch) {
+	if poll.Closed(ch) {
 		t.Fatal("the waiters were woken though the commit LSN, the role and the epoch did not change")
 	}
 	if _, err := st.Apply(context.Background(), store.Change{Noop: true}); err != nil {
@@ -84,7 +74,7 @@ func TestReadersWokenByEveryPass(t *testing.T) {
 	n.mu.Lock()
 	n.afterLocked(time.Now())
 	n.mu.Unlock()
-	if !closed(ch) {
+	if !poll.Closed(ch) {
 		t.Fatal("a read waits, and afterLocked did not wake it")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"chat/internal/poll"
 	"chat/proto"
 	"chat/transport"
 )
@@ -148,7 +149,7 @@ func startPartitionWriters(t *testing.T, c *procCluster, w *expectedWrites, name
 	}
 	for k, cl := range clients {
 		p.wgMaj.Go(func() {
-			for i := 0; !closed(p.quitMaj); i++ {
+			for i := 0; !poll.Closed(p.quitMaj); i++ {
 				text := fmt.Sprintf("%s-majority-%d-%d", name, k, i)
 				data := proto.Data{"user": "maj", "channel": "part", "message": text, "request_id": newRequestID()}
 				sent := time.Now()
@@ -176,7 +177,7 @@ func startPartitionWriters(t *testing.T, c *procCluster, w *expectedWrites, name
 	for k := range 2 {
 		cl := c.directClient(cutoff) // one attempt of 4 s: longer than the commit timeout
 		p.wgMin.Go(func() {
-			for i := 0; !closed(p.quitMin); i++ {
+			for i := 0; !poll.Closed(p.quitMin); i++ {
 				text := fmt.Sprintf("%s-minority-%d-%d", name, k, i)
 				data := proto.Data{"user": "min", "channel": "part", "message": text, "request_id": newRequestID()}
 				env, err := callEnv(cl, proto.Publish, data)
@@ -200,15 +201,6 @@ func startPartitionWriters(t *testing.T, c *procCluster, w *expectedWrites, name
 		})
 	}
 	return p
-}
-
-func closed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }
 
 // stopMinority stops the writers to the cut-off server, and waits for
